@@ -1,0 +1,441 @@
+"""The ``bastion`` command line.
+
+Every failure the user can cause (no model, wrong passphrase, bad option...) ends as one
+line on stderr and exit code 1 (2 for usage errors); never a traceback. Diagnostics name
+ids, never message text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from app import __version__, chat, paths
+from app.secrets_input import PassphraseError, read_passphrase
+from models.discovery import ModelInfo, NoModelError
+from models.engine import EngineError, TurnStats
+from models.gguf import GGUFError
+from models.settings import SamplingSettings
+from storage import crypto
+from storage.store import StoreError
+from storage.vault import UnlockError, Vault, VaultError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad option or argument."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def vault_dir() -> Path:
+    return paths.data_dir() / "vault"
+
+
+# -- models -------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    found = chat.find_models(Path(args.model) if args.model else None)
+    if args.json:
+        print(json.dumps([m.model_dump(mode="json", exclude={"chat_template"}) for m in found]))
+        return 0
+    rows = [("NAME", "SOURCE", "SIZE", "PARAMS", "QUANT", "CONTEXT", "STATUS")]
+    for m in found:
+        rows.append(
+            (
+                m.name,
+                m.source.value,
+                _human_size(m.file_size),
+                m.parameters or "?",
+                m.quantization or "?",
+                str(m.context_length or "?"),
+                "usable" if m.usable else f"unusable: {m.reason}",
+            )
+        )
+    if len(rows) == 1:
+        print("no models found; the embedded one is installed by `make run`", file=sys.stderr)
+        return EXIT_ERROR
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    return 0
+
+
+# -- ask ----------------------------------------------------------------------
+
+
+def _sampling(args: argparse.Namespace) -> SamplingSettings:
+    values = {
+        k: v
+        for k, v in {
+            "max_tokens": args.max_tokens,
+            "temperature": args.temperature,
+            "seed": args.seed,
+        }.items()
+        if v is not None
+    }
+    try:
+        return SamplingSettings(**values)
+    except ValueError as exc:
+        raise UsageError(f"bastion ask: {_first_error(exc)}") from None
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = ".".join(str(x) for x in first.get("loc", ()))
+        return f"{loc.replace('_', '-')}: {first.get('msg')}"
+    return str(exc)
+
+
+def format_stats(stats: TurnStats) -> str:
+    line = (
+        f"[stats] prompt {stats.prompt_tokens} tokens ({stats.prompt_tokens_evaluated} "
+        f"evaluated), {stats.generated_tokens} generated, first token "
+        f"{stats.time_to_first_token_s:.2f} s, {stats.decode_tokens_per_s:.1f} tok/s, "
+        f"stop: {stats.stop_reason.value}, context {stats.context_used}/{stats.context_size}"
+    )
+    if stats.dropped_messages:
+        line += f", left out {len(stats.dropped_messages)} older messages"
+    return line
+
+
+@contextlib.contextmanager
+def open_vault(args: argparse.Namespace) -> Iterator[Vault]:
+    folder = vault_dir()
+    pw = read_passphrase(fd=getattr(args, "passphrase_fd", None))
+    try:
+        vault = Vault.open(folder, pw, accept_rollback=getattr(args, "accept_rollback", False))
+    finally:
+        crypto.wipe(pw)
+    if vault.rollback_warning:
+        print(f"bastion: warning: {vault.rollback_warning}", file=sys.stderr)
+    try:
+        yield vault
+    finally:
+        vault.close()
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    question = sys.stdin.read() if args.question == "-" else args.question
+    if not question.strip():
+        raise UsageError("bastion ask: the question is empty")
+    sampling = _sampling(args)
+    info = chat.pick_model(args.model)
+    with contextlib.ExitStack() as stack:
+        vault = stack.enter_context(open_vault(args)) if (args.save or args.cont) else None
+        history = []
+        conv = None
+        if vault is not None and args.cont:
+            conv = vault.store.find_conversation(args.cont)
+            history = vault.store.thread(conv.id)
+        engine = chat.load_engine(info)
+        messages = chat.build_messages(question, system=args.system, history=history)
+        gen = chat.answer(engine, messages, sampling)
+        pieces = []
+        try:
+            for piece in gen:
+                pieces.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            gen.stats.stop_reason = gen.stats.stop_reason.CANCELLED
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        if args.stats:
+            print(format_stats(gen.stats), file=sys.stderr)
+        elif gen.stats.dropped_messages:
+            print(
+                f"bastion: {len(gen.stats.dropped_messages)} older messages did not fit the "
+                "context and were left out",
+                file=sys.stderr,
+            )
+        if vault is not None:
+            if conv is None:
+                conv = chat.start_conversation(
+                    vault.store, question, info, sampling, system=args.system
+                )
+            chat.save_turn(vault.store, conv.id, question, "".join(pieces), gen.stats)
+            print(f"bastion: saved in conversation {conv.id}", file=sys.stderr)
+    return 0
+
+
+# -- vault --------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    folder = vault_dir()
+    if (folder / "vault.hdr").exists() or (folder / "vault.db").exists():
+        raise VaultError(f"a vault already exists in {folder}")
+    if args.passphrase_fd is None and not os.environ.get("BASTION_PASSPHRASE"):
+        print(
+            "Choose a passphrase. It cannot be recovered: if you forget it, the vault is lost.",
+            file=sys.stderr,
+        )
+    pw = read_passphrase(fd=args.passphrase_fd, confirm=True)
+    try:
+        kdf = crypto.KdfParams(memory_kib=args.kdf_memory_mib * 1024, passes=args.kdf_passes)
+        kdf.check()
+    except ValueError as exc:
+        raise UsageError(f"bastion init: {exc}") from None
+    paths.ensure_private_dir(paths.data_dir())
+    try:
+        Vault.create(folder, pw, kdf).close()
+    finally:
+        crypto.wipe(pw)
+    print(f"bastion: vault created in {folder}", file=sys.stderr)
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    with open_vault(args) as vault:
+        new = read_passphrase(
+            fd=args.new_passphrase_fd,
+            env="BASTION_NEW_PASSPHRASE",
+            prompt="New passphrase: ",
+            confirm=True,
+        )
+        try:
+            vault.change_passphrase(new)
+        finally:
+            crypto.wipe(new)
+    print("bastion: passphrase changed", file=sys.stderr)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    with open_vault(args) as vault:
+        store = vault.store
+        if args.action == "list":
+            convs = store.list_conversations()
+            if args.json:
+                print(
+                    json.dumps(
+                        [
+                            {
+                                "id": c.id,
+                                "title": c.title,
+                                "updated": c.updated.isoformat(),
+                                "created": c.created.isoformat(),
+                                "pinned": c.pinned,
+                                "model": c.model_name,
+                                "pack": c.pack_id,
+                            }
+                            for c in convs
+                        ]
+                    )
+                )
+            else:
+                for c in convs:
+                    pin = "*" if c.pinned else " "
+                    print(f"{c.id[:12]} {pin} {c.updated:%Y-%m-%d %H:%M}  {c.title}")
+        elif args.action == "show":
+            conv = store.find_conversation(args.id)
+            msgs = store.thread(conv.id)
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "conversation": conv.model_dump(mode="json"),
+                            "messages": [m.model_dump(mode="json") for m in msgs],
+                        }
+                    )
+                )
+            else:
+                print(f"# {conv.title}\n")
+                for m in msgs:
+                    print(f"## {m.role} ({m.created:%Y-%m-%d %H:%M})\n\n{m.content}\n")
+        elif args.action == "search":
+            hits = store.search(
+                args.query, conversation_id=args.conversation, pack_id=args.pack, role=args.role
+            )
+            if args.json:
+                print(json.dumps([h.model_dump(mode="json") for h in hits]))
+            else:
+                for h in hits:
+                    where = h.role or "title"
+                    print(f"{h.conversation_id}  {where:9}  {h.snippet}")
+        elif args.action == "delete":
+            conv = store.find_conversation(args.id)
+            store.delete_conversation(conv.id)
+            print(f"bastion: deleted conversation {conv.id}", file=sys.stderr)
+        elif args.action == "rename":
+            conv = store.find_conversation(args.id)
+            store.rename_conversation(conv.id, args.title)
+        elif args.action == "pin":
+            conv = store.find_conversation(args.id)
+            store.set_pinned(conv.id, not args.off)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------
+
+
+def _add_passphrase_fd(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--passphrase-fd",
+        type=int,
+        metavar="FD",
+        help="read the vault passphrase from this file descriptor (else $BASTION_PASSPHRASE, "
+        "else the terminal)",
+    )
+    p.add_argument(
+        "--accept-rollback",
+        action="store_true",
+        help="open even if the database and its header are from different points in time",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bastion",
+        description="A private AI assistant: a local model and an encrypted vault. "
+        "Nothing leaves this machine. Without a command, the chat app starts.",
+    )
+    parser.add_argument("--version", action="version", version=f"bastion {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("models", help="list the models found on this machine")
+    p.add_argument("--model", metavar="PATH", help="also describe this GGUF file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("ask", help="ask one question; the answer streams to stdout")
+    p.add_argument("question", help="the question, or - to read it from stdin")
+    p.add_argument("--model", metavar="NAME|PATH", help="model name (see `models`) or GGUF path")
+    p.add_argument("--system", metavar="TEXT", help="system prompt")
+    p.add_argument("--max-tokens", type=int, metavar="N")
+    p.add_argument("--temperature", type=float, metavar="T")
+    p.add_argument("--seed", type=int, metavar="N")
+    p.add_argument("--stats", action="store_true", help="print generation statistics to stderr")
+    p.add_argument("--save", action="store_true", help="save the exchange in the vault")
+    p.add_argument(
+        "--continue", dest="cont", metavar="ID", help="continue a saved conversation (saves)"
+    )
+    _add_passphrase_fd(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("init", help="create the encrypted vault")
+    p.add_argument("--passphrase-fd", type=int, metavar="FD")
+    p.add_argument("--kdf-memory-mib", type=int, default=64, metavar="MIB", help="Argon2id memory")
+    p.add_argument("--kdf-passes", type=int, default=4, metavar="N", help="Argon2id passes")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("passwd", help="change the vault passphrase")
+    _add_passphrase_fd(p)
+    p.add_argument("--new-passphrase-fd", type=int, metavar="FD")
+    p.set_defaults(func=cmd_passwd)
+
+    p = sub.add_parser("history", help="list, show, search, delete, rename conversations")
+    hsub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    h = hsub.add_parser("list", help="conversations, pinned first, newest first")
+    h.add_argument("--json", action="store_true")
+    _add_passphrase_fd(h)
+    h = hsub.add_parser("show", help="print a conversation")
+    h.add_argument("id")
+    h.add_argument("--json", action="store_true")
+    _add_passphrase_fd(h)
+    h = hsub.add_parser("search", help="full-text search over every message and title")
+    h.add_argument("query")
+    h.add_argument("--conversation", metavar="ID")
+    h.add_argument("--pack", metavar="ID")
+    h.add_argument("--role", choices=["user", "assistant", "system"])
+    h.add_argument("--json", action="store_true")
+    _add_passphrase_fd(h)
+    h = hsub.add_parser("delete", help="delete a conversation for good")
+    h.add_argument("id")
+    _add_passphrase_fd(h)
+    h = hsub.add_parser("rename", help="rename a conversation")
+    h.add_argument("id")
+    h.add_argument("title")
+    _add_passphrase_fd(h)
+    h = hsub.add_parser("pin", help="pin a conversation (--off to unpin)")
+    h.add_argument("id")
+    h.add_argument("--off", action="store_true")
+    _add_passphrase_fd(h)
+    p.set_defaults(func=cmd_history)
+    return parser
+
+
+def run_app() -> int:
+    """Start the terminal app (the default command)."""
+    from tui.app import BastionApp  # the UI is imported only when it is used
+
+    BastionApp().run()
+    return 0
+
+
+# Exceptions that are the user's to fix: one line, no traceback.
+_USER_ERRORS: tuple[type[Exception], ...] = (
+    NoModelError,
+    EngineError,
+    GGUFError,
+    VaultError,
+    UnlockError,
+    StoreError,
+    PassphraseError,
+    OSError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+        if func is None:
+            return run_app()
+        return func(args)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except _USER_ERRORS as exc:
+        print(f"bastion: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("bastion: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def entry() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
+
+
+__all__ = ["ModelInfo", "build_parser", "main"]

@@ -1,0 +1,1 @@
+"""Model discovery (GGUF headers) and the llama.cpp engine."""

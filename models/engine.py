@@ -1,0 +1,436 @@
+"""The llama.cpp engine: one ``Llama`` per loaded model, streaming, KV reuse, cancellation.
+
+Why not ``create_chat_completion(stream=True)``: it re-detokenizes the whole completion on
+every token (quadratic) and hides the prefix reuse it does. This engine renders the
+conversation with the model's own chat template, tokenizes it, and drives
+``Llama.generate()`` directly with an incremental detokenizer, so the stream costs O(1) per
+token and the statistics say exactly how many prompt tokens were evaluated.
+
+Threading: one lock per engine; a generation holds it from prefill to its last token.
+Cancellation is cooperative: the caller sets a ``threading.Event`` that is checked before
+prefill and after every token. llama.cpp cannot interrupt a prefill in progress, so a cancel
+that arrives during prefill takes effect when the first token is produced (the token is
+discarded and ``stop_reason`` is ``cancelled``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from models.settings import LoadSettings, SamplingSettings
+
+# A fallback for GGUF files without a chat template (base models): ChatML.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class EngineError(Exception):
+    """The model cannot be loaded or used; the message is one line for the user."""
+
+
+class ContextOverflowError(EngineError):
+    """A message (with the system prompt and pinned messages) does not fit the context."""
+
+
+class ChatMessage(BaseModel):
+    """One message as the engine sees it."""
+
+    role: str = Field(pattern="^(system|user|assistant)$")
+    content: str
+    pinned: bool = False
+    """Pinned messages are never dropped when the history overflows the context."""
+    id: str | None = None
+    """The caller's id for the message, echoed back in ``TurnStats.dropped_ids``."""
+
+
+class StopReason(StrEnum):
+    """Why a generation ended."""
+
+    EOS = "eos"
+    LENGTH = "length"
+    STOP = "stop"
+    CANCELLED = "cancelled"
+
+
+class TurnStats(BaseModel):
+    """What happened in one turn; everything the status bar and ``--stats`` show."""
+
+    prompt_tokens: int = 0
+    """Tokens in the rendered prompt (after any dropped turns)."""
+    prompt_tokens_evaluated: int = 0
+    """Prompt tokens actually run through the model (the rest came from the KV cache)."""
+    generated_tokens: int = 0
+    time_to_first_token_s: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    """Tokens per second after the first one (pure decode speed)."""
+    prefill_tokens_per_s: float = 0.0
+    total_s: float = 0.0
+    stop_reason: StopReason = StopReason.EOS
+    context_size: int = 0
+    dropped_messages: list[int] = Field(default_factory=list)
+    """Indices (in the request) of messages left out because the history did not fit."""
+    dropped_ids: list[str] = Field(default_factory=list)
+    """Ids of the dropped messages, for those that had one."""
+
+    @property
+    def context_used(self) -> int:
+        return self.prompt_tokens + self.generated_tokens
+
+
+@dataclass
+class Generation:
+    """An answer being generated: iterate for text pieces; ``stats`` is final afterwards."""
+
+    _pieces: Iterator[str]
+    stats: TurnStats = field(default_factory=TurnStats)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def text(self) -> str:
+        """Consume the whole answer and return it."""
+        return "".join(self._pieces)
+
+
+class _Detokenizer:
+    """Turns tokens into text incrementally: O(1) per token.
+
+    Holds back bytes of an incomplete UTF-8 sequence, and text that could be the start of
+    a stop string, until the next token settles it.
+    """
+
+    def __init__(self, piece: Callable[[int], bytes], stop: Sequence[str]) -> None:
+        self._piece = piece
+        self._stop = [s for s in stop if s]
+        self._bytes = b""
+        self._pending = ""
+        self.stopped = False
+
+    def feed(self, token: int) -> str:
+        self._bytes += self._piece(token)
+        try:
+            text = self._bytes.decode("utf-8")
+            self._bytes = b""
+        except UnicodeDecodeError as exc:
+            if exc.reason == "unexpected end of data" or len(self._bytes) - exc.start < 4:
+                text = self._bytes[: exc.start].decode("utf-8", errors="replace")
+                self._bytes = self._bytes[exc.start :]
+            else:
+                text = self._bytes.decode("utf-8", errors="replace")
+                self._bytes = b""
+        return self._emit(text)
+
+    def _emit(self, text: str) -> str:
+        if not self._stop:
+            return text
+        buf = self._pending + text
+        for stop in self._stop:
+            at = buf.find(stop)
+            if at != -1:
+                self.stopped = True
+                self._pending = ""
+                return buf[:at]
+        # Keep back the longest tail that is a prefix of some stop string.
+        hold = 0
+        for stop in self._stop:
+            for n in range(min(len(stop) - 1, len(buf)), 0, -1):
+                if stop.startswith(buf[-n:]):
+                    hold = max(hold, n)
+                    break
+        self._pending = buf[len(buf) - hold :] if hold else ""
+        return buf[: len(buf) - hold]
+
+    def flush(self) -> str:
+        rest = self._pending + self._bytes.decode("utf-8", errors="replace")
+        self._pending, self._bytes = "", b""
+        return rest
+
+
+class Engine:
+    """One loaded model. Thread-safe: generations are serialised by a lock."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        load: LoadSettings | None = None,
+        *,
+        chat_template: str | None = None,
+    ) -> None:
+        """Load ``model_path`` into llama.cpp (blocking: run it in a worker).
+
+        Raises:
+            EngineError: the file cannot be loaded.
+        """
+        import llama_cpp  # deferred: importing it loads the shared library
+
+        self.path = Path(model_path)
+        self.load_settings = load or LoadSettings()
+        s = self.load_settings
+        if not self.path.is_file():
+            raise EngineError(f"model file not found: {self.path}")
+        try:
+            self.llama = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=s.n_ctx,
+                n_threads=s.n_threads,
+                n_threads_batch=s.n_threads,
+                n_batch=s.n_batch,
+                n_ubatch=s.n_batch,
+                flash_attn=s.flash_attn,
+                n_gpu_layers=s.n_gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise EngineError(f"cannot load model {self.path.name}: {exc}") from exc
+        self._lib = llama_cpp
+        self._vocab = self.llama._model.vocab
+        self._lock = threading.Lock()
+        self._pieces: dict[int, bytes] = {}
+        self._buf = ctypes.create_string_buffer(256)
+        meta = self.llama.metadata
+        template = chat_template or meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        self.has_own_template = "tokenizer.chat_template" in meta or chat_template is not None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        def token_text(key: str) -> str:
+            tid = meta.get(key)
+            if tid is None:
+                return ""
+            return self.llama._model.token_get_text(int(tid))
+
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=token_text("tokenizer.ggml.eos_token_id"),
+            bos_token=token_text("tokenizer.ggml.bos_token_id"),
+            add_generation_prompt=True,
+        )
+        self._bos_text = token_text("tokenizer.ggml.bos_token_id")
+
+    # -- tokens ---------------------------------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.llama.n_ctx())
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            n = self._lib.llama_token_to_piece(self._vocab, token, self._buf, 256, 0, False)
+            piece = self._buf.raw[: max(n, 0)]
+            self._pieces[token] = piece
+        return piece
+
+    def _is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of plain text (no special tokens parsed)."""
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt text for ``messages`` under the model's chat template."""
+        payload: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        try:
+            return str(self._formatter(messages=payload).prompt)
+        except Exception as exc:  # a template may raise anything (jinja2 errors, ValueError)
+            raise EngineError(f"the model's chat template failed: {exc}") from exc
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The tokens the model will see for ``messages`` (special tokens included)."""
+        prompt = self.render(messages)
+        add_bos = bool(self.llama._model.add_bos_token())
+        if add_bos and self._bos_text and prompt.startswith(self._bos_text):
+            add_bos = False  # the template already wrote it
+        return list(self.llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self.prompt_tokens(messages))
+
+    # -- context policy -------------------------------------------------------
+
+    def fit(
+        self, messages: Sequence[ChatMessage], reserve: int
+    ) -> tuple[list[ChatMessage], list[int], list[int]]:
+        """Drop the oldest turns until the prompt plus ``reserve`` tokens fits the context.
+
+        The system prompt, pinned messages and the last message are always kept. Returns the
+        kept messages, the indices of the dropped ones, and the kept prompt's tokens.
+
+        Raises:
+            ContextOverflowError: even with everything droppable dropped it does not fit.
+        """
+        limit = self.n_ctx - reserve
+        keep = list(range(len(messages)))
+        dropped: list[int] = []
+        while True:
+            kept = [messages[i] for i in keep]
+            tokens = self.prompt_tokens(kept)
+            if len(tokens) <= limit:
+                return kept, dropped, tokens
+            droppable = [
+                i
+                for i in keep[:-1]
+                if messages[i].role != "system" and not messages[i].pinned
+            ]
+            if not droppable:
+                raise ContextOverflowError(
+                    f"the message needs {len(tokens)} tokens with the system prompt and pinned "
+                    f"messages, but the context holds {self.n_ctx} "
+                    f"({reserve} kept for the answer): shorten it or raise the context size"
+                )
+            # Drop one turn: the oldest droppable message and the replies that follow it.
+            first = droppable[0]
+            batch = [first]
+            for i in keep[keep.index(first) + 1 : -1]:
+                if messages[i].role == "assistant" and not messages[i].pinned:
+                    batch.append(i)
+                else:
+                    break
+            dropped.extend(batch)
+            keep = [i for i in keep if i not in batch]
+
+    # -- generation -----------------------------------------------------------
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        sampling: SamplingSettings | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        stop: Sequence[str] = (),
+    ) -> Generation:
+        """Start answering ``messages``; iterate the result for text pieces.
+
+        The KV cache of the previous call is reused for the longest common token prefix, so a
+        follow-up turn evaluates only the new tokens. The history is fitted to the context
+        first (see :meth:`fit`); what was dropped is in ``stats.dropped_messages``.
+
+        Raises:
+            ContextOverflowError: when the last message cannot fit (raised here, eagerly).
+        """
+        sampling = sampling or SamplingSettings()
+        if not messages:
+            raise EngineError("nothing to answer: no messages")
+        reserve = min(sampling.max_tokens, self.n_ctx // 2)
+        with self._lock:
+            kept, dropped, tokens = self.fit(messages, reserve)
+        stats = TurnStats(
+            prompt_tokens=len(tokens),
+            context_size=self.n_ctx,
+            dropped_messages=dropped,
+            dropped_ids=[m.id for i, m in enumerate(messages) if i in dropped and m.id],
+        )
+        gen = Generation(iter(()), stats)
+        gen._pieces = self._run(tokens, sampling, cancel, stop, stats)
+        return gen
+
+    def complete(
+        self,
+        prompt: str,
+        sampling: SamplingSettings | None = None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Continue raw text (no chat template); for benchmarks and scoring."""
+        sampling = sampling or SamplingSettings()
+        tokens = list(self.llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False))
+        if len(tokens) >= self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt needs {len(tokens)} tokens, but the context holds {self.n_ctx}"
+            )
+        stats = TurnStats(prompt_tokens=len(tokens), context_size=self.n_ctx)
+        return Generation(self._run(tokens, sampling, cancel, (), stats), stats)
+
+    def _run(
+        self,
+        tokens: list[int],
+        sampling: SamplingSettings,
+        cancel: threading.Event | None,
+        stop: Sequence[str],
+        stats: TurnStats,
+    ) -> Iterator[str]:
+        with self._lock:
+            llama = self.llama
+            start = time.perf_counter()
+            if cancel is not None and cancel.is_set():
+                stats.stop_reason = StopReason.CANCELLED
+                return
+            cached = 0
+            if llama.n_tokens:
+                for a, b in zip(llama._input_ids[: llama.n_tokens], tokens, strict=False):
+                    if a != b:
+                        break
+                    cached += 1
+                cached = min(cached, len(tokens) - 1)  # generate() replays one token at least
+            stats.prompt_tokens_evaluated = len(tokens) - cached
+            budget = min(sampling.max_tokens, self.n_ctx - len(tokens))
+            llama.set_seed(sampling.seed if sampling.seed is not None else time.time_ns() % 2**31)
+            detok = _Detokenizer(self._piece, stop)
+            first = last = start
+            n = 0
+            stats.stop_reason = StopReason.LENGTH
+            try:
+                for token in llama.generate(
+                    tokens,
+                    top_k=sampling.top_k,
+                    top_p=sampling.top_p,
+                    min_p=sampling.min_p,
+                    temp=sampling.temperature,
+                    repeat_penalty=sampling.repeat_penalty,
+                ):
+                    now = time.perf_counter()
+                    if n == 0:
+                        first = now
+                    if cancel is not None and cancel.is_set():
+                        stats.stop_reason = StopReason.CANCELLED
+                        break
+                    if self._is_eog(token):
+                        stats.stop_reason = StopReason.EOS
+                        break
+                    n += 1
+                    last = now
+                    text = detok.feed(token)
+                    if text:
+                        yield text
+                    if detok.stopped:
+                        stats.stop_reason = StopReason.STOP
+                        break
+                    if n >= budget:
+                        break
+                    stats.generated_tokens = n
+                rest = detok.flush() if not detok.stopped else ""
+                if rest and stats.stop_reason is not StopReason.CANCELLED:
+                    yield rest
+            finally:
+                end = time.perf_counter()
+                stats.generated_tokens = n
+                stats.time_to_first_token_s = (first if n or first != start else end) - start
+                stats.total_s = end - start
+                if n > 1 and last > first:
+                    stats.decode_tokens_per_s = (n - 1) / (last - first)
+                if stats.time_to_first_token_s > 0:
+                    stats.prefill_tokens_per_s = (
+                        stats.prompt_tokens_evaluated / stats.time_to_first_token_s
+                    )
+
+    def clear_cache(self) -> None:
+        """Forget the KV cache (e.g. when the app locks); the weights stay loaded."""
+        with self._lock:
+            self.llama.reset()
+            self.llama._ctx.kv_cache_clear()
+
+    def close(self) -> None:
+        with self._lock:
+            self.llama.close()

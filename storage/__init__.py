@@ -1,0 +1,1 @@
+"""The encrypted store: crypto, SQLCipher database, migrations and export formats."""

@@ -1,0 +1,83 @@
+"""Schema migrations, run in order by sqlite-utils ``Migrations``. Never edit an applied one."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("bastion")
+
+# FTS5 tokenizer: accents folded so "cafe" finds "café".
+_TOKENIZE = "unicode61 remove_diacritics 2"
+
+
+def _secure_fts(db: Database, table: str) -> None:
+    # With secure-delete, deleting a row removes its terms from the index b-tree itself,
+    # instead of adding a delete marker that leaves the old terms until the next merge.
+    db.execute(f"INSERT INTO [{table}]([{table}], rank) VALUES ('secure-delete', 1)")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["settings"].create({"key": str, "value": str}, pk="key")
+    db["conversations"].create(
+        {
+            "id": str,
+            "title": str,
+            "created": str,
+            "updated": str,
+            "model_name": str,
+            "model_sha256": str,
+            "pack_id": str,
+            "pack_version": str,
+            "pinned": int,
+            "imported": int,
+            "head_id": str,
+            "settings": str,
+        },
+        pk="id",
+        not_null={"title", "created", "updated"},
+        defaults={"pinned": 0, "imported": 0, "settings": "{}"},
+    )
+    db["messages"].create(
+        {
+            "id": str,
+            "conversation_id": str,
+            "parent_id": str,
+            "role": str,
+            "content": str,
+            "created": str,
+            "pinned": int,
+            "stats": str,
+        },
+        pk="id",
+        not_null={"conversation_id", "role", "content", "created"},
+        defaults={"pinned": 0},
+        foreign_keys=[("conversation_id", "conversations", "id")],
+    )
+    db["messages"].create_index(["conversation_id", "created"])
+    db["messages"].create_index(["parent_id"])
+    db["conversations"].create_index(["updated"])
+    db["packs"].create(
+        {
+            "id": str,
+            "version": str,
+            "name": str,
+            "source": str,
+            "signer": str,
+            "imported": str,
+        },
+        pk="id",
+        not_null={"version", "name", "source", "imported"},
+    )
+    db["messages"].enable_fts(["content"], create_triggers=True, tokenize=_TOKENIZE)
+    db["conversations"].enable_fts(["title"], create_triggers=True, tokenize=_TOKENIZE)
+    _secure_fts(db, "messages_fts")
+    _secure_fts(db, "conversations_fts")
+    db["meta"].insert({"key": "counter", "value": "0"})
+
+
+def apply(db: Database) -> None:
+    """Bring ``db`` to the current schema."""
+    migrations.apply(db)

@@ -1,0 +1,586 @@
+"""The SQL of Bastion: conversations, messages, search, packs and settings.
+
+``Store`` works on any SQLite connection; :mod:`storage.vault` gives it an encrypted
+SQLCipher one (the benchmark also runs it on plain SQLite for comparison). Every public
+method takes the store's lock, so thread workers may share one store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from storage import migrations
+from storage.schema import Conversation, Message, PackRecord, SearchHit
+
+
+class StoreError(Exception):
+    """A store operation failed; the message is one line for the user."""
+
+
+class NotFoundError(StoreError):
+    """No conversation, message or pack with that id."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime | None = None) -> str:
+    return (value or now()).astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+_TERM = re.compile(r"\w[\w'-]*\*?", re.UNICODE)
+
+
+def fts_query(text: str) -> str:
+    """Turn what the user typed into a safe FTS5 query: every word must match.
+
+    Each word is quoted (so FTS5 operators and punctuation cannot cause a syntax error); a
+    trailing ``*`` keeps its prefix meaning.
+    """
+    terms = []
+    for term in _TERM.findall(text):
+        prefix = term.endswith("*")
+        word = term.rstrip("*").replace('"', '""')
+        if word:
+            terms.append(f'"{word}"' + ("*" if prefix else ""))
+    return " ".join(terms)
+
+
+class Store:
+    """Conversations, messages, packs and settings in one SQLite database."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.db = Database(conn)
+        self.lock = threading.RLock()
+        with self.lock:
+            migrations.apply(self.db)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Database]:
+        with self.lock, self.db.atomic():
+            yield self.db
+
+    def _one(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
+        cur = self.conn.execute(sql, params)
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def _all(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # -- meta -----------------------------------------------------------------
+
+    def counter(self) -> int:
+        with self.lock:
+            row = self._one("SELECT value FROM meta WHERE key = 'counter'")
+            return int(row["value"]) if row else 0
+
+    def set_counter(self, value: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'counter'", [str(value)])
+
+    # -- conversations --------------------------------------------------------
+
+    @staticmethod
+    def _conversation(row: dict[str, Any]) -> Conversation:
+        return Conversation(
+            id=row["id"],
+            title=row["title"],
+            created=datetime.fromisoformat(row["created"]),
+            updated=datetime.fromisoformat(row["updated"]),
+            model_name=row["model_name"],
+            model_sha256=row["model_sha256"],
+            pack_id=row["pack_id"],
+            pack_version=row["pack_version"],
+            pinned=bool(row["pinned"]),
+            imported=bool(row["imported"]),
+            head_id=row["head_id"],
+            settings=json.loads(row["settings"] or "{}"),
+        )
+
+    def create_conversation(
+        self,
+        title: str,
+        *,
+        model_name: str | None = None,
+        model_sha256: str | None = None,
+        pack_id: str | None = None,
+        pack_version: str | None = None,
+        settings: dict[str, Any] | None = None,
+        imported: bool = False,
+        created: datetime | None = None,
+    ) -> Conversation:
+        ts = _ts(created)
+        row = {
+            "id": _new_id(),
+            "title": title,
+            "created": ts,
+            "updated": ts,
+            "model_name": model_name,
+            "model_sha256": model_sha256,
+            "pack_id": pack_id,
+            "pack_version": pack_version,
+            "pinned": 0,
+            "imported": int(imported),
+            "head_id": None,
+            "settings": json.dumps(settings or {}),
+        }
+        with self._tx() as db:
+            db["conversations"].insert(row)
+        return self._conversation(row)
+
+    def get_conversation(self, conversation_id: str) -> Conversation:
+        with self.lock:
+            row = self._one("SELECT * FROM conversations WHERE id = ?", [conversation_id])
+        if row is None:
+            raise NotFoundError(f"no conversation {conversation_id}")
+        return self._conversation(row)
+
+    def find_conversation(self, prefix: str) -> Conversation:
+        """A conversation by id or unambiguous id prefix (at least 4 characters)."""
+        if len(prefix) < 4:
+            raise NotFoundError(f"no conversation {prefix} (give at least 4 characters)")
+        with self.lock:
+            rows = self._all(
+                "SELECT * FROM conversations WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                [prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"],
+            )
+        if not rows:
+            raise NotFoundError(f"no conversation {prefix}")
+        if len(rows) > 1:
+            raise NotFoundError(f"conversation id {prefix} is ambiguous; give more characters")
+        return self._conversation(rows[0])
+
+    def list_conversations(self, limit: int | None = None) -> list[Conversation]:
+        """Pinned first, then the most recently updated."""
+        sql = "SELECT * FROM conversations ORDER BY pinned DESC, updated DESC"
+        params: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self.lock:
+            return [self._conversation(r) for r in self._all(sql, params)]
+
+    def rename_conversation(self, conversation_id: str, title: str) -> None:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE conversations SET title = ?, updated = ? WHERE id = ?",
+                [title, _ts(), conversation_id],
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no conversation {conversation_id}")
+
+    def set_pinned(self, conversation_id: str, pinned: bool) -> None:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE conversations SET pinned = ? WHERE id = ?", [int(pinned), conversation_id]
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no conversation {conversation_id}")
+
+    def update_conversation(self, conversation_id: str, **fields: Any) -> None:
+        """Change the model, pack or settings recorded for a conversation."""
+        allowed = {"model_name", "model_sha256", "pack_id", "pack_version", "settings"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot update {sorted(bad)}")
+        if "settings" in fields:
+            fields["settings"] = json.dumps(fields["settings"] or {})
+        with self._tx() as db:
+            cols = ", ".join(f"{k} = ?" for k in fields)
+            cur = db.execute(
+                f"UPDATE conversations SET {cols} WHERE id = ?", [*fields.values(), conversation_id]
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no conversation {conversation_id}")
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        """Really delete: rows, their FTS entries (secure-delete), and their WAL copies."""
+        with self._tx() as db:
+            db.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation_id])
+            cur = db.execute("DELETE FROM conversations WHERE id = ?", [conversation_id])
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no conversation {conversation_id}")
+        self.purge()
+
+    def delete_older_than(self, cutoff: datetime) -> int:
+        """Delete conversations last updated before ``cutoff`` (retention); returns how many."""
+        with self._tx() as db:
+            ids = [
+                r["id"]
+                for r in self._all(
+                    "SELECT id FROM conversations WHERE updated < ? AND pinned = 0", [_ts(cutoff)]
+                )
+            ]
+            for cid in ids:
+                db.execute("DELETE FROM messages WHERE conversation_id = ?", [cid])
+                db.execute("DELETE FROM conversations WHERE id = ?", [cid])
+        if ids:
+            self.purge()
+        return len(ids)
+
+    def purge(self) -> None:
+        """Move everything from the WAL into the (securely deleted) database and empty the WAL.
+
+        With ``secure_delete=ON`` freed pages are zeroed; the WAL still holds old page images
+        until a checkpoint, so deleting is followed by a truncating checkpoint.
+        """
+        with self.lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    # -- messages -------------------------------------------------------------
+
+    @staticmethod
+    def _message(row: dict[str, Any]) -> Message:
+        return Message(
+            id=row["id"],
+            conversation_id=row["conversation_id"],
+            parent_id=row["parent_id"],
+            role=row["role"],
+            content=row["content"],
+            created=datetime.fromisoformat(row["created"]),
+            pinned=bool(row["pinned"]),
+            stats=json.loads(row["stats"]) if row["stats"] else None,
+        )
+
+    def add_message(
+        self,
+        conversation_id: str,
+        role: str,
+        content: str,
+        *,
+        parent_id: str | None = "head",
+        stats: dict[str, Any] | None = None,
+        pinned: bool = False,
+        created: datetime | None = None,
+    ) -> Message:
+        """Append a message. By default its parent is the conversation's head (the branch
+        shown); pass another ``parent_id`` (or None for a root) to start a branch. The new
+        message becomes the head."""
+        if role not in ("system", "user", "assistant"):
+            raise ValueError(f"bad role {role!r}")
+        with self._tx() as db:
+            conv = self._one("SELECT head_id FROM conversations WHERE id = ?", [conversation_id])
+            if conv is None:
+                raise NotFoundError(f"no conversation {conversation_id}")
+            if parent_id == "head":
+                parent_id = conv["head_id"]
+            ts = _ts(created)
+            row = {
+                "id": _new_id(),
+                "conversation_id": conversation_id,
+                "parent_id": parent_id,
+                "role": role,
+                "content": content,
+                "created": ts,
+                "pinned": int(pinned),
+                "stats": json.dumps(stats) if stats is not None else None,
+            }
+            db["messages"].insert(row)
+            db.execute(
+                "UPDATE conversations SET head_id = ?, updated = ? WHERE id = ?",
+                [row["id"], ts, conversation_id],
+            )
+        return self._message(row)
+
+    def get_message(self, message_id: str) -> Message:
+        with self.lock:
+            row = self._one("SELECT * FROM messages WHERE id = ?", [message_id])
+        if row is None:
+            raise NotFoundError(f"no message {message_id}")
+        return self._message(row)
+
+    def update_message(
+        self,
+        message_id: str,
+        *,
+        content: str | None = None,
+        stats: dict[str, Any] | None = None,
+        pinned: bool | None = None,
+    ) -> None:
+        sets: dict[str, Any] = {}
+        if content is not None:
+            sets["content"] = content
+        if stats is not None:
+            sets["stats"] = json.dumps(stats)
+        if pinned is not None:
+            sets["pinned"] = int(pinned)
+        if not sets:
+            return
+        with self._tx() as db:
+            cols = ", ".join(f"{k} = ?" for k in sets)
+            cur = db.execute(
+                f"UPDATE messages SET {cols} WHERE id = ?", [*sets.values(), message_id]
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no message {message_id}")
+
+    def delete_message(self, message_id: str) -> None:
+        """Delete a message and every message below it (its replies and their branches)."""
+        with self._tx() as db:
+            msg = self._one(
+                "SELECT conversation_id, parent_id FROM messages WHERE id = ?", [message_id]
+            )
+            if msg is None:
+                raise NotFoundError(f"no message {message_id}")
+            ids = [
+                r["id"]
+                for r in self._all(
+                    "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL "
+                    "SELECT m.id FROM messages m JOIN sub ON m.parent_id = sub.id) "
+                    "SELECT id FROM sub",
+                    [message_id],
+                )
+            ]
+            db.execute(
+                f"DELETE FROM messages WHERE id IN ({','.join('?' * len(ids))})", ids
+            )
+            head = self._one(
+                "SELECT head_id FROM conversations WHERE id = ?", [msg["conversation_id"]]
+            )
+            if head and head["head_id"] in ids:
+                new_head = self._latest_leaf(msg["parent_id"]) if msg["parent_id"] else None
+                if new_head is None:
+                    # The root was deleted: show the newest remaining branch, if any.
+                    row = self._one(
+                        "SELECT id FROM messages WHERE conversation_id = ? "
+                        "ORDER BY created DESC LIMIT 1",
+                        [msg["conversation_id"]],
+                    )
+                    new_head = self._latest_leaf(row["id"]) if row else None
+                db.execute(
+                    "UPDATE conversations SET head_id = ? WHERE id = ?",
+                    [new_head, msg["conversation_id"]],
+                )
+        self.purge()
+
+    def thread(self, conversation_id: str, head_id: str | None = None) -> list[Message]:
+        """The messages of the branch ending at ``head_id`` (default: the shown one), in order."""
+        with self.lock:
+            if head_id is None:
+                row = self._one("SELECT head_id FROM conversations WHERE id = ?", [conversation_id])
+                if row is None:
+                    raise NotFoundError(f"no conversation {conversation_id}")
+                head_id = row["head_id"]
+            if head_id is None:
+                return []
+            rows = self._all(
+                "WITH RECURSIVE t(id, parent_id, depth) AS ("
+                " SELECT id, parent_id, 0 FROM messages WHERE id = ? AND conversation_id = ?"
+                " UNION ALL SELECT m.id, m.parent_id, t.depth + 1"
+                " FROM messages m JOIN t ON m.id = t.parent_id)"
+                " SELECT messages.* FROM t JOIN messages ON messages.id = t.id"
+                " ORDER BY t.depth DESC",
+                [head_id, conversation_id],
+            )
+        return [self._message(r) for r in rows]
+
+    def all_messages(self, conversation_id: str) -> list[Message]:
+        """Every message of a conversation, every branch, oldest first."""
+        with self.lock:
+            rows = self._all(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY created, rowid",
+                [conversation_id],
+            )
+        return [self._message(r) for r in rows]
+
+    def siblings(self, message_id: str) -> list[Message]:
+        """The alternatives of a message (same parent), oldest first, itself included."""
+        with self.lock:
+            msg = self.get_message(message_id)
+            rows = self._all(
+                "SELECT * FROM messages WHERE conversation_id = ? AND parent_id IS ? "
+                "ORDER BY created, rowid",
+                [msg.conversation_id, msg.parent_id],
+            )
+        return [self._message(r) for r in rows]
+
+    def _latest_leaf(self, message_id: str) -> str | None:
+        row = self._one(
+            "WITH RECURSIVE sub(id, created) AS (SELECT id, created FROM messages WHERE id = ?"
+            " UNION ALL SELECT m.id, m.created FROM messages m JOIN sub ON m.parent_id = sub.id)"
+            " SELECT id FROM sub ORDER BY created DESC LIMIT 1",
+            [message_id],
+        )
+        return row["id"] if row else None
+
+    def select_branch(self, message_id: str) -> list[Message]:
+        """Show the branch through ``message_id`` (its newest continuation); returns it."""
+        with self._tx() as db:
+            msg = self.get_message(message_id)
+            head = self._latest_leaf(message_id)
+            db.execute(
+                "UPDATE conversations SET head_id = ? WHERE id = ?", [head, msg.conversation_id]
+            )
+        return self.thread(msg.conversation_id)
+
+    # -- search ---------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        conversation_id: str | None = None,
+        pack_id: str | None = None,
+        role: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[SearchHit]:
+        """Ranked full-text search over messages and titles, with snippets.
+
+        Snippets mark matches with ``[`` and ``]``. The query is never stored.
+        """
+        match = fts_query(query)
+        if not match:
+            return []
+        where = ["messages_fts MATCH ?"]
+        params: list[Any] = [match]
+        conv_where: list[str] = []
+        conv_params: list[Any] = []
+        if conversation_id:
+            where.append("m.conversation_id = ?")
+            params.append(conversation_id)
+            conv_where.append("c.id = ?")
+            conv_params.append(conversation_id)
+        if pack_id:
+            where.append("c.pack_id = ?")
+            params.append(pack_id)
+            conv_where.append("c.pack_id = ?")
+            conv_params.append(pack_id)
+        if role:
+            where.append("m.role = ?")
+            params.append(role)
+        if since:
+            where.append("m.created >= ?")
+            params.append(_ts(since))
+            conv_where.append("c.updated >= ?")
+            conv_params.append(_ts(since))
+        if until:
+            where.append("m.created < ?")
+            params.append(_ts(until))
+            conv_where.append("c.created < ?")
+            conv_params.append(_ts(until))
+        sql = (
+            "SELECT m.id AS message_id, m.conversation_id, c.title, m.role, m.created,"
+            " snippet(messages_fts, 0, '[', ']', '…', 12) AS snippet, messages_fts.rank AS rank"
+            " FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid"
+            " JOIN conversations c ON c.id = m.conversation_id"
+            f" WHERE {' AND '.join(where)} ORDER BY messages_fts.rank LIMIT ?"
+        )
+        hits: list[SearchHit] = []
+        with self.lock:
+            try:
+                rows = self._all(sql, [*params, limit])
+                title_rows = (
+                    []
+                    if role
+                    else self._all(
+                        "SELECT c.id, c.title, c.updated, conversations_fts.rank AS rank,"
+                        " highlight(conversations_fts, 0, '[', ']') AS snippet"
+                        " FROM conversations_fts JOIN conversations c"
+                        " ON c.rowid = conversations_fts.rowid"
+                        " WHERE conversations_fts MATCH ?"
+                        + "".join(f" AND {w}" for w in conv_where)
+                        + " ORDER BY conversations_fts.rank LIMIT ?",
+                        [match, *conv_params, limit],
+                    )
+                )
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"search failed: {exc}") from exc
+        for r in title_rows:
+            hits.append(
+                SearchHit(
+                    conversation_id=r["id"],
+                    conversation_title=r["title"],
+                    message_id=None,
+                    role=None,
+                    snippet=r["snippet"],
+                    created=datetime.fromisoformat(r["updated"]),
+                    rank=r["rank"],
+                )
+            )
+        for r in rows:
+            hits.append(
+                SearchHit(
+                    conversation_id=r["conversation_id"],
+                    conversation_title=r["title"],
+                    message_id=r["message_id"],
+                    role=r["role"],
+                    snippet=r["snippet"],
+                    created=datetime.fromisoformat(r["created"]),
+                    rank=r["rank"],
+                )
+            )
+        hits.sort(key=lambda h: h.rank)  # bm25: lower is better
+        return hits[:limit]
+
+    # -- packs ----------------------------------------------------------------
+
+    def save_pack(self, pack_id: str, version: str, name: str, source: str, signer: str | None):
+        with self._tx() as db:
+            db["packs"].upsert(
+                {
+                    "id": pack_id,
+                    "version": version,
+                    "name": name,
+                    "source": source,
+                    "signer": signer,
+                    "imported": _ts(),
+                },
+                pk="id",
+            )
+
+    def get_pack(self, pack_id: str) -> PackRecord:
+        with self.lock:
+            row = self._one("SELECT * FROM packs WHERE id = ?", [pack_id])
+        if row is None:
+            raise NotFoundError(f"no pack {pack_id}")
+        return PackRecord(**{**row, "imported": datetime.fromisoformat(row["imported"])})
+
+    def list_packs(self) -> list[PackRecord]:
+        with self.lock:
+            rows = self._all("SELECT * FROM packs ORDER BY id")
+        return [PackRecord(**{**r, "imported": datetime.fromisoformat(r["imported"])}) for r in rows]
+
+    def remove_pack(self, pack_id: str) -> None:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM packs WHERE id = ?", [pack_id])
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no pack {pack_id}")
+        self.purge()
+
+    # -- settings -------------------------------------------------------------
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        with self.lock:
+            row = self._one("SELECT value FROM settings WHERE key = ?", [key])
+        return json.loads(row["value"]) if row else default
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self._tx() as db:
+            db["settings"].upsert({"key": key, "value": json.dumps(value)}, pk="key")
+
+    def all_settings(self) -> dict[str, Any]:
+        with self.lock:
+            return {r["key"]: json.loads(r["value"]) for r in self._all("SELECT * FROM settings")}

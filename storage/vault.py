@@ -1,0 +1,409 @@
+"""The encrypted vault: a SQLCipher database, its key header, a lock, rollback detection.
+
+Files in the vault folder (0700)::
+
+    vault.hdr   the data key wrapped under the passphrase (see storage.crypto), 0600
+    vault.db    SQLCipher 4 database keyed with a subkey of the data key, 0600
+    vault.db-wal, vault.db-shm   SQLite's (encrypted page images; empty after close)
+    vault.lock  held with flock while a Bastion process has the vault open
+
+Rollback detection: the header and the database both record a counter that is raised at
+every open and every close (database first, then header). The database behind its header
+(an older copy restored) or the header behind by more than the one-step crash window is
+reported as :class:`RollbackError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlcipher3
+
+from storage import crypto
+from storage.files import atomic_write, fsync_dir
+from storage.store import Store
+
+HEADER_NAME = "vault.hdr"
+DB_NAME = "vault.db"
+LOCK_NAME = "vault.lock"
+
+# Each is checked after it is set; a mismatch refuses the open.
+REQUIRED_PRAGMAS: dict[str, Any] = {
+    "secure_delete": 1,
+    "temp_store": 2,  # MEMORY: no plaintext temp files
+    "journal_mode": "wal",
+    "synchronous": 2,  # FULL
+    "foreign_keys": 1,
+}
+
+
+class VaultError(Exception):
+    """A vault problem, explained in one line for the user."""
+
+
+class VaultLockedError(VaultError):
+    """Another running Bastion has the vault open."""
+
+
+class VaultCorruptError(VaultError):
+    """The database is damaged, tampered with, or not a Bastion vault."""
+
+
+class RollbackError(VaultError):
+    """The database and its header are from different points in time."""
+
+
+class VaultExistsError(VaultError):
+    """``init`` on a folder that already has a vault."""
+
+
+class VaultMissingError(VaultError):
+    """No vault (or no header) where one was expected."""
+
+
+UnlockError = crypto.UnlockError
+
+
+def _as_bytes(passphrase: str | bytes | bytearray) -> bytearray:
+    if isinstance(passphrase, str):
+        return bytearray(passphrase.encode("utf-8"))
+    return bytearray(passphrase)
+
+
+@dataclass
+class VaultPaths:
+    folder: Path
+
+    @property
+    def header(self) -> Path:
+        return self.folder / HEADER_NAME
+
+    @property
+    def db(self) -> Path:
+        return self.folder / DB_NAME
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / LOCK_NAME
+
+    def exists(self) -> bool:
+        return self.header.exists() or self.db.exists()
+
+
+def _acquire_lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise VaultLockedError(
+            "the vault is open in another Bastion process; close it first"
+        ) from None
+    return fd
+
+
+def _connect(db_path: Path, db_key: bytes) -> sqlcipher3.Connection:
+    conn = sqlcipher3.connect(str(db_path), check_same_thread=False, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA key = \"x'{db_key.hex()}'\"")
+        conn.execute("PRAGMA cipher_memory_security = ON")
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlcipher3.DatabaseError as exc:
+            raise VaultCorruptError(
+                "the vault database cannot be read: it is damaged or not this vault's"
+            ) from exc
+        for name, want in REQUIRED_PRAGMAS.items():
+            value = want if isinstance(want, str) else int(want)
+            conn.execute(f"PRAGMA {name} = {value}").fetchall()
+            got = conn.execute(f"PRAGMA {name}").fetchone()[0]
+            if (got.lower() if isinstance(got, str) else got) != want:
+                raise VaultError(f"refusing to open: PRAGMA {name} is {got!r}, need {want!r}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_integrity(conn: sqlcipher3.Connection) -> None:
+    try:
+        bad = conn.execute("PRAGMA cipher_integrity_check").fetchall()
+        quick = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlcipher3.DatabaseError as exc:
+        raise VaultCorruptError("the vault database is damaged or was tampered with") from exc
+    if bad or quick != [("ok",)]:
+        raise VaultCorruptError("the vault database is damaged or was tampered with")
+
+
+class Vault:
+    """An unlocked vault. Use :meth:`create` or :meth:`open`; :meth:`close` when done."""
+
+    def __init__(self) -> None:  # use create() / open()
+        self.paths: VaultPaths
+        self.store: Store
+        self._key = bytearray()
+        self._lock_fd = -1
+        self._header = b""
+        self.rollback_warning: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        folder: Path,
+        passphrase: str | bytes | bytearray,
+        kdf: crypto.KdfParams | None = None,
+    ) -> Vault:
+        """Create a new vault in ``folder`` (made 0700 if missing).
+
+        Raises:
+            VaultExistsError: there is already a vault (or part of one) there.
+        """
+        paths = VaultPaths(Path(folder))
+        paths.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(paths.folder, 0o700)
+        lock_fd = _acquire_lock(paths.lock)
+        try:
+            if paths.exists():
+                raise VaultExistsError(f"a vault already exists in {paths.folder}")
+            for suffix in ("-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(str(paths.db) + suffix)
+            key = crypto.new_key()
+            pw = _as_bytes(passphrase)
+            header = crypto.seal(pw, key, kdf, counter=0)
+            crypto.wipe(pw)
+            # The database is created 0600 before SQLite opens it.
+            os.close(os.open(paths.db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            conn = _connect(paths.db, crypto.subkey(key, "sqlcipher"))
+            store = Store(conn)
+            # The header is written last: a crash before leaves no half-vault that unlocks.
+            atomic_write(paths.header, header)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        vault = cls._assemble(paths, key, header, store, lock_fd)
+        vault._bump()
+        return vault
+
+    @classmethod
+    def open(
+        cls,
+        folder: Path,
+        passphrase: str | bytes | bytearray,
+        *,
+        accept_rollback: bool = False,
+        verify: bool = True,
+    ) -> Vault:
+        """Unlock the vault in ``folder``.
+
+        Raises:
+            VaultMissingError: no vault there.
+            UnlockError: wrong passphrase or damaged header (deliberately the same error).
+            VaultLockedError: another Bastion has it open.
+            VaultCorruptError: the database is damaged or tampered with.
+            RollbackError: database and header disagree in time (unless ``accept_rollback``).
+        """
+        paths = VaultPaths(Path(folder))
+        if not paths.header.exists():
+            if paths.db.exists():
+                raise VaultMissingError(f"the vault header {paths.header} is missing")
+            raise VaultMissingError(f"no vault in {paths.folder}; create one with `bastion init`")
+        lock_fd = _acquire_lock(paths.lock)
+        try:
+            header = paths.header.read_bytes()
+            pw = _as_bytes(passphrase)
+            try:
+                key, _ = crypto.unseal(header, pw)
+            finally:
+                crypto.wipe(pw)
+            return cls._open_with_key(paths, key, header, lock_fd, accept_rollback, verify)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    @classmethod
+    def _open_with_key(
+        cls,
+        paths: VaultPaths,
+        key: bytearray,
+        header: bytes,
+        lock_fd: int,
+        accept_rollback: bool,
+        verify: bool,
+    ) -> Vault:
+        if not paths.db.exists():
+            raise VaultMissingError(f"the vault database {paths.db} is missing")
+        conn = _connect(paths.db, crypto.subkey(key, "sqlcipher"))
+        try:
+            if verify:
+                _check_integrity(conn)
+            try:
+                store = Store(conn)
+            except sqlcipher3.DatabaseError as exc:
+                raise VaultCorruptError(
+                    "the vault database is damaged or was tampered with"
+                ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        vault = cls._assemble(paths, key, header, store, lock_fd)
+        try:
+            vault._check_rollback(accept_rollback)
+            vault._bump()
+        except BaseException:
+            vault.close(bump=False)
+            raise
+        return vault
+
+    @classmethod
+    def _assemble(
+        cls, paths: VaultPaths, key: bytearray, header: bytes, store: Store, lock_fd: int
+    ) -> Vault:
+        vault = cls()
+        vault.paths = paths
+        vault._key = key
+        vault._header = header
+        vault.store = store
+        vault._lock_fd = lock_fd
+        return vault
+
+    def close(self, *, bump: bool = True) -> None:
+        """Raise the rollback counter, checkpoint, close, wipe the key, release the lock."""
+        if self._lock_fd < 0:
+            return
+        try:
+            if bump:
+                self._bump()
+            with self.store.lock:
+                self.store.purge()
+                self.store.conn.close()
+        finally:
+            crypto.wipe(self._key)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._lock_fd >= 0
+
+    # -- rollback counter -----------------------------------------------------
+
+    @property
+    def header_counter(self) -> int:
+        return crypto.parse(self._header).counter
+
+    def _check_rollback(self, accept: bool) -> None:
+        h = self.header_counter
+        d = self.store.counter()
+        if d == h:
+            return
+        if d == h + 1:
+            # A crash between raising the database's counter and rewriting the header.
+            self._write_header(crypto.with_counter(self._header, self._key, d))
+            return
+        if d < h:
+            problem = (
+                "the vault database is older than its header: it may have been restored "
+                f"from an older copy (database at {d}, header at {h})"
+            )
+        else:
+            problem = (
+                "the vault header is older than its database: it may have been restored "
+                f"from an older copy (header at {h}, database at {d})"
+            )
+        if not accept:
+            raise RollbackError(problem + "; open with --accept-rollback to continue")
+        self.rollback_warning = problem
+        top = max(h, d)
+        self.store.set_counter(top)
+        self._write_header(crypto.with_counter(self._header, self._key, top))
+
+    def _bump(self) -> None:
+        new = max(self.header_counter, self.store.counter()) + 1
+        self.store.set_counter(new)  # database first: see _check_rollback
+        self._write_header(crypto.with_counter(self._header, self._key, new))
+
+    def _write_header(self, header: bytes) -> None:
+        atomic_write(self.paths.header, header)
+        self._header = header
+
+    # -- passphrase -----------------------------------------------------------
+
+    def change_passphrase(
+        self,
+        new_passphrase: str | bytes | bytearray,
+        kdf: crypto.KdfParams | None = None,
+    ) -> None:
+        """Re-wrap the data key under a new passphrase: one atomic header replacement,
+        so after a crash exactly one of the old and new passphrases opens the vault."""
+        pw = _as_bytes(new_passphrase)
+        try:
+            header = crypto.seal(
+                pw, self._key, kdf or crypto.parse(self._header).kdf, self.header_counter
+            )
+        finally:
+            crypto.wipe(pw)
+        self._write_header(header)
+
+    # -- checks for doctor ----------------------------------------------------
+
+    def integrity_problems(self) -> list[str]:
+        """What ``integrity_check`` and ``cipher_integrity_check`` report (empty when fine)."""
+        with self.store.lock:
+            conn = self.store.conn
+            problems = [str(r[0]) for r in conn.execute("PRAGMA cipher_integrity_check")]
+            problems += [
+                str(r[0]) for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"
+            ]
+        return problems
+
+    def pragma_problems(self) -> list[str]:
+        problems = []
+        with self.store.lock:
+            for name, want in REQUIRED_PRAGMAS.items():
+                got = self.store.conn.execute(f"PRAGMA {name}").fetchone()[0]
+                if (got.lower() if isinstance(got, str) else got) != want:
+                    problems.append(f"PRAGMA {name} is {got!r}, need {want!r}")
+        return problems
+
+
+def file_mode_problems(folder: Path) -> list[str]:
+    """Vault files readable by others, or a folder that is not 0700."""
+    problems = []
+    try:
+        if stat.S_IMODE(folder.stat().st_mode) & 0o077:
+            problems.append(f"{folder} is accessible by other users (want 0700)")
+    except FileNotFoundError:
+        return [f"{folder} does not exist"]
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            problems.append(f"{path.name} is readable by other users (want 0600)")
+    return problems
+
+
+__all__ = [
+    "RollbackError",
+    "UnlockError",
+    "Vault",
+    "VaultCorruptError",
+    "VaultError",
+    "VaultExistsError",
+    "VaultLockedError",
+    "VaultMissingError",
+    "file_mode_problems",
+    "fsync_dir",
+]
