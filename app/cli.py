@@ -24,7 +24,7 @@ from models.gguf import GGUFError
 from models.settings import SamplingSettings
 from storage import crypto
 from storage.store import StoreError
-from storage.vault import UnlockError, Vault, VaultError
+from storage.vault import UnlockError, Vault, VaultError, VaultMissingError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -125,6 +125,8 @@ def format_stats(stats: TurnStats) -> str:
 @contextlib.contextmanager
 def open_vault(args: argparse.Namespace) -> Iterator[Vault]:
     folder = vault_dir()
+    if not (folder / "vault.hdr").exists():
+        raise VaultMissingError(f"no vault in {folder}; create one with `bastion init`")
     pw = read_passphrase(fd=getattr(args, "passphrase_fd", None))
     try:
         vault = Vault.open(folder, pw, accept_rollback=getattr(args, "accept_rollback", False))

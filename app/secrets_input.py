@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import warnings
 
 
 class PassphraseError(Exception):
@@ -46,12 +47,16 @@ def read_passphrase(
         value = bytearray(os.environ[env].encode("utf-8"))
     else:
         try:
-            value = bytearray(getpass.getpass(prompt).encode("utf-8"))
-            if confirm:
-                again = bytearray(getpass.getpass("Repeat it: ").encode("utf-8"))
-                if again != value:
-                    raise PassphraseError("the two passphrases differ")
-        except (EOFError, OSError):
+            # getpass falls back to reading stdin *with echo* when there is no terminal;
+            # turn that warning into an error so a passphrase is never echoed.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", getpass.GetPassWarning)
+                value = bytearray(getpass.getpass(prompt).encode("utf-8"))
+                if confirm:
+                    again = bytearray(getpass.getpass("Repeat it: ").encode("utf-8"))
+                    if again != value:
+                        raise PassphraseError("the two passphrases differ")
+        except (EOFError, OSError, getpass.GetPassWarning):
             raise PassphraseError(
                 f"no passphrase: set {env} or use --passphrase-fd, or run in a terminal"
             ) from None

@@ -53,9 +53,9 @@ HEADER_SIZE = _PREFIX.size + _WRAPPED_SIZE + _COUNTER.size + _MAC_SIZE
 # Bounds a header may ask for: below the floor is too weak to accept, above the ceiling a
 # hostile header could make unlocking take gigabytes or minutes.
 MIN_MEMORY_KIB = 8 * 1024
-MAX_MEMORY_KIB = 4 * 1024 * 1024
-MAX_PASSES = 64
-MAX_LANES = 16
+MAX_MEMORY_KIB = 1024 * 1024
+MAX_PASSES = 16
+MAX_LANES = 8
 
 
 class UnlockError(Exception):
@@ -75,9 +75,9 @@ class KdfParams:
 
     def check(self) -> None:
         if not (MIN_MEMORY_KIB <= self.memory_kib <= MAX_MEMORY_KIB):
-            raise ValueError(f"Argon2 memory must be 8 MiB to 4 GiB, not {self.memory_kib} KiB")
+            raise ValueError(f"Argon2 memory must be 8 MiB to 1 GiB, not {self.memory_kib} KiB")
         if not (1 <= self.passes <= MAX_PASSES) or not (1 <= self.lanes <= MAX_LANES):
-            raise ValueError("Argon2 passes must be 1-64 and lanes 1-16")
+            raise ValueError("Argon2 passes must be 1-16 and lanes 1-8")
 
 
 @dataclass(frozen=True)

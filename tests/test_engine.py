@@ -1,0 +1,173 @@
+"""The llama.cpp engine on the real embedded model."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from models.engine import (
+    ChatMessage,
+    ContextOverflowError,
+    Engine,
+    StopReason,
+    _Detokenizer,
+)
+from models.settings import LoadSettings, SamplingSettings
+
+GREEDY = SamplingSettings(temperature=0.0, max_tokens=16, seed=7)
+
+
+def user(text: str, **kw: object) -> ChatMessage:
+    return ChatMessage(role="user", content=text, **kw)  # type: ignore[arg-type]
+
+
+def test_greedy_is_deterministic(engine: Engine) -> None:
+    """A short greedy answer is the same every time for a fixed seed."""
+    msgs = [user("What is the capital of France?")]
+    first = engine.chat(msgs, GREEDY).text()
+    engine.clear_cache()
+    second = engine.chat(msgs, GREEDY).text()
+    assert first and first == second
+    assert "Paris" in first
+
+
+def test_seeded_sampling_repeats(engine: Engine) -> None:
+    """With temperature > 0 the same seed gives the same answer; the stats count tokens."""
+    s = SamplingSettings(temperature=0.9, max_tokens=16, seed=123)
+    msgs = [user("Write a word.")]
+    a = engine.chat(msgs, s)
+    text_a = a.text()
+    b = engine.chat(msgs, s)
+    assert text_a == b.text()
+    assert 0 < a.stats.generated_tokens <= 16
+
+
+def test_turn_two_reuses_kv_cache(engine: Engine) -> None:
+    """Turn 2 evaluates only the new tokens, not the whole history."""
+    engine.clear_cache()
+    msgs = [user("Name a fruit.")]
+    g1 = engine.chat(msgs, GREEDY)
+    answer = g1.text()
+    assert g1.stats.prompt_tokens_evaluated == g1.stats.prompt_tokens
+    msgs += [ChatMessage(role="assistant", content=answer), user("Name a vegetable.")]
+    g2 = engine.chat(msgs, GREEDY)
+    g2.text()
+    assert g2.stats.prompt_tokens > g1.stats.prompt_tokens
+    assert g2.stats.prompt_tokens_evaluated < g2.stats.prompt_tokens - g1.stats.prompt_tokens + 10
+    assert g2.stats.prompt_tokens_evaluated < g2.stats.prompt_tokens
+
+
+def test_switching_conversations_stays_correct(engine: Engine) -> None:
+    """Serving A, then B, then A again gives A the same answer as a fresh cache."""
+    a = [user("What colour is the sky on a clear day?")]
+    b = [user("Count from one to five.")]
+    engine.clear_cache()
+    fresh_a = engine.chat(a, GREEDY).text()
+    engine.clear_cache()
+    fresh_b = engine.chat(b, GREEDY).text()
+    assert engine.chat(a, GREEDY).text() == fresh_a
+    assert engine.chat(b, GREEDY).text() == fresh_b
+
+
+def test_cancel_stops_within_a_few_tokens(engine: Engine) -> None:
+    """Setting the cancel event stops a long generation at the next token."""
+    cancel = threading.Event()
+    gen = engine.chat(
+        [user("Write a very long story about a dragon.")],
+        SamplingSettings(temperature=0.8, max_tokens=400, seed=1),
+        cancel=cancel,
+    )
+    pieces = 0
+    for _ in gen:
+        pieces += 1
+        if pieces == 5:
+            cancel.set()
+    assert gen.stats.stop_reason is StopReason.CANCELLED
+    assert gen.stats.generated_tokens <= 6
+
+
+def test_cancel_before_prefill(engine: Engine) -> None:
+    """A cancel set before the turn starts evaluates nothing."""
+    cancel = threading.Event()
+    cancel.set()
+    gen = engine.chat([user("Hello")], GREEDY, cancel=cancel)
+    assert gen.text() == ""
+    assert gen.stats.stop_reason is StopReason.CANCELLED
+    assert gen.stats.generated_tokens == 0
+
+
+def test_max_tokens_is_length_stop(engine: Engine) -> None:
+    """max_tokens bounds the answer and is reported as the stop reason."""
+    gen = engine.chat(
+        [user("Write a long essay about rivers.")],
+        SamplingSettings(temperature=0, max_tokens=5),
+    )
+    gen.text()
+    assert gen.stats.generated_tokens == 5
+    assert gen.stats.stop_reason is StopReason.LENGTH
+    assert gen.stats.decode_tokens_per_s > 0 and gen.stats.time_to_first_token_s > 0
+
+
+@pytest.fixture(scope="module")
+def small_engine(model_path: Path):
+    eng = Engine(model_path, LoadSettings(n_ctx=256))
+    yield eng
+    eng.close()
+
+
+def test_overflow_drops_oldest_turns_keeps_system_and_pinned(small_engine: Engine) -> None:
+    """When history overflows, the oldest turns go; system and pinned stay; it is reported."""
+    filler = "The quick brown fox jumps over the lazy dog. " * 6
+    msgs = [ChatMessage(role="system", content="You are terse.")]
+    for i in range(6):
+        msgs.append(user(f"Turn {i}: {filler}", id=f"u{i}", pinned=(i == 1)))
+        msgs.append(ChatMessage(role="assistant", content=f"Reply {i}.", id=f"a{i}"))
+    msgs.append(user("What is 1+1?", id="last"))
+    gen = small_engine.chat(msgs, SamplingSettings(temperature=0, max_tokens=16))
+    gen.text()
+    dropped = gen.stats.dropped_messages
+    assert dropped, "expected some turns to be dropped"
+    assert 0 not in dropped  # system prompt
+    assert 3 not in dropped  # the pinned user message u1
+    assert len(msgs) - 1 not in dropped  # the question itself
+    assert dropped == sorted(dropped) and dropped[0] == 1  # oldest first
+    assert "u0" in gen.stats.dropped_ids and "a0" in gen.stats.dropped_ids
+    kept = [m for i, m in enumerate(msgs) if i not in dropped]
+    assert small_engine.count_tokens(kept) == gen.stats.prompt_tokens
+    assert gen.stats.prompt_tokens + 16 <= 256
+
+
+def test_single_huge_message_is_refused(small_engine: Engine) -> None:
+    """A message larger than the whole context is refused with a clear error."""
+    with pytest.raises(ContextOverflowError, match="context holds 256"):
+        small_engine.chat([user("word " * 400)], SamplingSettings(max_tokens=16))
+
+
+def test_detokenizer_holds_incomplete_utf8() -> None:
+    """Multi-byte characters split across tokens come out whole."""
+    pieces = {1: "é".encode()[:1], 2: "é".encode()[1:] + b"!", 3: "🙂".encode()[:2]}
+    d = _Detokenizer(lambda t: pieces[t], ())
+    assert d.feed(1) == ""
+    assert d.feed(2) == "é!"
+    assert d.feed(3) == ""
+    assert d.flush() == "\ufffd"
+
+
+def test_detokenizer_stop_string_across_tokens() -> None:
+    """A stop string split over tokens ends the text before it, never showing a part."""
+    pieces = {1: b"Hello <|e", 2: b"nd|> tail"}
+    d = _Detokenizer(lambda t: pieces[t], ["<|end|>"])
+    assert d.feed(1) == "Hello "
+    assert d.feed(2) == ""
+    assert d.stopped
+
+
+def test_settings_validate() -> None:
+    """Sampling and load settings reject nonsense with a field name."""
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingSettings(temperature=-1)
+    with pytest.raises(ValueError, match="n_ctx"):
+        LoadSettings(n_ctx=10)
+    assert LoadSettings().n_threads >= 1
