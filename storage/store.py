@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -68,13 +69,26 @@ class Store:
         self.conn = conn
         self.db = Database(conn)
         self.lock = threading.RLock()
+        # sqlite3 and sqlcipher3 have distinct (but parallel) exception hierarchies.
+        module = sys.modules[type(conn).__module__]
+        self._db_error: type[Exception] = getattr(module, "Error", sqlite3.Error)
         with self.lock:
             migrations.apply(self.db)
 
     @contextmanager
     def _tx(self) -> Iterator[Database]:
-        with self.lock, self.db.atomic():
-            yield self.db
+        """A write transaction; a failed write is rolled back and reported in one line."""
+        try:
+            with self.lock, self.db.atomic():
+                yield self.db
+        except self._db_error as exc:
+            text = str(exc)
+            if "full" in text or "I/O" in text:
+                raise StoreError(
+                    "the disk is full or failing: the change was not saved (earlier data is "
+                    "intact)"
+                ) from exc
+            raise StoreError(f"the change was not saved: {text}") from exc
 
     def _one(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
         cur = self.conn.execute(sql, params)
@@ -506,7 +520,7 @@ class Store:
                         [match, *conv_params, limit],
                     )
                 )
-            except sqlite3.OperationalError as exc:
+            except self._db_error as exc:
                 raise StoreError(f"search failed: {exc}") from exc
         for r in title_rows:
             hits.append(

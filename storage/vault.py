@@ -190,7 +190,11 @@ class Vault:
             os.close(lock_fd)
             raise
         vault = cls._assemble(paths, key, header, store, lock_fd)
-        vault._bump()
+        try:
+            vault._bump()
+        except BaseException:
+            vault.close(bump=False)
+            raise
         return vault
 
     @classmethod
@@ -259,7 +263,10 @@ class Vault:
             vault._check_rollback(accept_rollback)
             vault._bump()
         except BaseException:
-            vault.close(bump=False)
+            # The caller still owns (and closes) the lock.
+            with store.lock:
+                store.conn.close()
+            crypto.wipe(key)
             raise
         return vault
 
@@ -372,12 +379,20 @@ class Vault:
         return problems
 
     def pragma_problems(self) -> list[str]:
+        """Required pragmas not in force, and FTS indexes without secure-delete."""
         problems = []
         with self.store.lock:
+            conn = self.store.conn
             for name, want in REQUIRED_PRAGMAS.items():
-                got = self.store.conn.execute(f"PRAGMA {name}").fetchone()[0]
+                got = conn.execute(f"PRAGMA {name}").fetchone()[0]
                 if (got.lower() if isinstance(got, str) else got) != want:
                     problems.append(f"PRAGMA {name} is {got!r}, need {want!r}")
+            for table in ("messages_fts", "conversations_fts"):
+                row = conn.execute(
+                    f"SELECT v FROM [{table}_config] WHERE k = 'secure-delete'"
+                ).fetchone()
+                if not row or int(row[0]) != 1:
+                    problems.append(f"{table} does not have secure-delete on")
         return problems
 
 

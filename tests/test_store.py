@@ -1,0 +1,157 @@
+"""The store's SQL on an unencrypted in-memory database: migrations, branches, search.
+
+sqlcipher3 without a key is plain SQLite (3.53, the same engine the vault uses); the
+system's sqlite3 may be too old for FTS5 secure-delete.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlcipher3
+from sqlite_utils import Database
+
+from storage import migrations
+from storage.store import NotFoundError, Store, StoreError, fts_query
+
+
+@pytest.fixture
+def store() -> Store:
+    return Store(sqlcipher3.connect(":memory:", check_same_thread=False, isolation_level=None))
+
+
+def test_migrate_blank_database() -> None:
+    """A blank database gets every table, FTS index and the counter; reapplying is a no-op."""
+    db = Database(sqlcipher3.connect(":memory:", isolation_level=None))
+    migrations.apply(db)
+    names = set(db.table_names())
+    assert {"conversations", "messages", "packs", "settings", "meta"} <= names
+    assert {"messages_fts", "conversations_fts"} <= names
+    applied = [m.name for m in migrations.migrations.applied(db)]
+    assert applied == ["m001_initial"]
+    migrations.apply(db)
+    assert [m.name for m in migrations.migrations.applied(db)] == applied
+    assert db.execute("SELECT value FROM meta WHERE key='counter'").fetchone()[0] == "0"
+
+
+def test_thread_and_branches(store: Store) -> None:
+    """Regenerating and editing make branches; the shown branch can be switched."""
+    c = store.create_conversation("t")
+    q = store.add_message(c.id, "user", "q1")
+    a1 = store.add_message(c.id, "assistant", "a1")
+    # regenerate: a sibling of a1
+    a2 = store.add_message(c.id, "assistant", "a2", parent_id=q.id)
+    assert [m.content for m in store.thread(c.id)] == ["q1", "a2"]
+    assert [m.id for m in store.siblings(a1.id)] == [a1.id, a2.id]
+    store.select_branch(a1.id)
+    assert [m.content for m in store.thread(c.id)] == ["q1", "a1"]
+    # edit the question: a new root branch
+    q2 = store.add_message(c.id, "user", "q1 edited", parent_id=None)
+    assert [m.content for m in store.thread(c.id)] == ["q1 edited"]
+    assert {m.id for m in store.siblings(q.id)} == {q.id, q2.id}
+    store.select_branch(q.id)  # newest continuation under q: a2
+    assert [m.content for m in store.thread(c.id)] == ["q1", "a2"]
+    assert len(store.all_messages(c.id)) == 4
+
+
+def test_delete_message_removes_subtree(store: Store) -> None:
+    """Deleting a message deletes its replies; the head moves to a surviving branch."""
+    c = store.create_conversation("t")
+    q = store.add_message(c.id, "user", "q")
+    a = store.add_message(c.id, "assistant", "a")
+    store.add_message(c.id, "user", "q2")
+    store.delete_message(a.id)
+    assert [m.content for m in store.thread(c.id)] == ["q"]
+    store.delete_message(q.id)
+    assert store.thread(c.id) == []
+    with pytest.raises(NotFoundError):
+        store.get_message(a.id)
+
+
+def test_search_ranked_with_filters(store: Store) -> None:
+    """Search ranks, highlights, and filters by conversation, pack, role and date."""
+    old = datetime.now(UTC) - timedelta(days=30)
+    c1 = store.create_conversation("Kidney questions", pack_id="medical")
+    c2 = store.create_conversation("Lease dispute", pack_id="legal")
+    store.add_message(c1.id, "user", "What does a kidney do?", created=old)
+    store.add_message(c1.id, "assistant", "The kidney filters blood; kidney health matters.")
+    store.add_message(c2.id, "user", "My landlord kept the deposit.")
+    hits = store.search("kidney")
+    assert hits[0].conversation_id == c1.id
+    assert all("[kidney]" in h.snippet.lower() for h in hits)
+    assert {h.message_id is None for h in hits} == {True, False}  # title and messages
+    assert [h.role for h in store.search("kidney", role="assistant")] == ["assistant"]
+    assert store.search("kidney", pack_id="legal") == []
+    assert store.search("deposit", conversation_id=c1.id) == []
+    assert len(store.search("deposit", conversation_id=c2.id)) == 1
+    recent = store.search("kidney", since=datetime.now(UTC) - timedelta(days=1), role="user")
+    assert recent == []
+    assert store.search("kidn*")  # prefix search
+
+
+@pytest.mark.parametrize("query", ['"', "AND", "(", "a OR", "NEAR(", "*", "-x", "col:x", "'"])
+def test_search_never_raises_on_syntax(store: Store, query: str) -> None:
+    """Whatever the user types, search returns results or nothing, never an FTS error."""
+    c = store.create_conversation("t")
+    store.add_message(c.id, "user", "x AND y")
+    assert isinstance(store.search(query), list)
+
+
+def test_fts_query_quotes_terms() -> None:
+    """Terms are quoted; a trailing star stays a prefix match."""
+    assert fts_query('foo "bar" baz*') == '"foo" "bar" "baz"*'
+    assert fts_query("  ") == ""
+
+
+def test_retention_deletes_old_unpinned(store: Store) -> None:
+    """Retention deletes conversations older than the cutoff, except pinned ones."""
+    old = datetime.now(UTC) - timedelta(days=40)
+    a = store.create_conversation("old", created=old)
+    b = store.create_conversation("old pinned", created=old)
+    store.set_pinned(b.id, True)
+    store.create_conversation("new")
+    assert store.delete_older_than(datetime.now(UTC) - timedelta(days=30)) == 1
+    assert {c.title for c in store.list_conversations()} == {"old pinned", "new"}
+    with pytest.raises(NotFoundError):
+        store.get_conversation(a.id)
+
+
+def test_list_order_rename_pin(store: Store) -> None:
+    """Pinned first, then newest; rename and pin persist; unknown ids raise NotFoundError."""
+    a = store.create_conversation("a")
+    b = store.create_conversation("b")
+    store.add_message(a.id, "user", "newer")
+    assert [c.title for c in store.list_conversations()] == ["a", "b"]
+    store.set_pinned(b.id, True)
+    store.rename_conversation(a.id, "A!")
+    assert [c.title for c in store.list_conversations()] == ["b", "A!"]
+    assert store.find_conversation(a.id[:8]).id == a.id
+    with pytest.raises(NotFoundError):
+        store.rename_conversation("nope", "x")
+    with pytest.raises(NotFoundError):
+        store.find_conversation("abc")
+
+
+def test_settings_and_packs(store: Store) -> None:
+    """Settings keep JSON values; packs upsert by id."""
+    store.set_setting("theme", {"name": "dark"})
+    assert store.get_setting("theme") == {"name": "dark"}
+    assert store.get_setting("missing", 5) == 5
+    store.save_pack("med", "1.0.0", "Medical", "x", None)
+    store.save_pack("med", "1.1.0", "Medical", "y", "key1")
+    (p,) = store.list_packs()
+    assert (p.version, p.source, p.signer) == ("1.1.0", "y", "key1")
+    store.remove_pack("med")
+    with pytest.raises(NotFoundError):
+        store.get_pack("med")
+
+
+def test_failed_write_is_store_error(store: Store) -> None:
+    """A database error during a write is a StoreError and leaves nothing half-written."""
+    c = store.create_conversation("t")
+    store.conn.execute("CREATE TRIGGER boom BEFORE INSERT ON messages BEGIN "
+                       "SELECT RAISE(ABORT, 'nope'); END")
+    with pytest.raises(StoreError, match="not saved"):
+        store.add_message(c.id, "user", "x")
+    assert store.get_conversation(c.id).head_id is None
