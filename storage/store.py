@@ -317,6 +317,42 @@ class Store:
             )
         return self._message(row)
 
+    def add_messages(
+        self,
+        conversation_id: str,
+        items: list[tuple[str, str, datetime | None]],
+    ) -> int:
+        """Append many (role, content, created) messages as one chain in one transaction
+        (imports). Returns how many were added."""
+        with self._tx() as db:
+            conv = self._one("SELECT head_id FROM conversations WHERE id = ?", [conversation_id])
+            if conv is None:
+                raise NotFoundError(f"no conversation {conversation_id}")
+            parent = conv["head_id"]
+            rows = []
+            for role, content, created in items:
+                if role not in ("system", "user", "assistant"):
+                    raise ValueError(f"bad role {role!r}")
+                row = {
+                    "id": _new_id(),
+                    "conversation_id": conversation_id,
+                    "parent_id": parent,
+                    "role": role,
+                    "content": content,
+                    "created": _ts(created),
+                    "pinned": 0,
+                    "stats": None,
+                }
+                rows.append(row)
+                parent = row["id"]
+            db["messages"].insert_all(rows, batch_size=500)
+            if rows:
+                db.execute(
+                    "UPDATE conversations SET head_id = ?, updated = ? WHERE id = ?",
+                    [parent, rows[-1]["created"], conversation_id],
+                )
+        return len(rows)
+
     def get_message(self, message_id: str) -> Message:
         with self.lock:
             row = self._one("SELECT * FROM messages WHERE id = ?", [message_id])
@@ -468,8 +504,10 @@ class Store:
         match = fts_query(query)
         if not match:
             return []
-        where = ["messages_fts MATCH ?"]
-        params: list[Any] = [match]
+        # Filters become a rowid set inside the FTS query, so that ranking, LIMIT and the
+        # (costly) snippet work on the few best hits instead of on every match.
+        where: list[str] = []
+        params: list[Any] = []
         conv_where: list[str] = []
         conv_params: list[Any] = []
         if conversation_id:
@@ -495,30 +533,46 @@ class Store:
             params.append(_ts(until))
             conv_where.append("c.created < ?")
             conv_params.append(_ts(until))
+        # Stage 1 ranks (bm25) and filters; stage 2 makes snippets for the few kept hits
+        # only. With no filter the LIMIT applies inside the FTS query itself. (A rowid-IN
+        # subquery inside the MATCH query is evaluated per row: far slower.)
+        inner_limit = "" if where else " ORDER BY score LIMIT ?"
         sql = (
-            "SELECT m.id AS message_id, m.conversation_id, c.title, m.role, m.created,"
-            " snippet(messages_fts, 0, '[', ']', '…', 12) AS snippet, messages_fts.rank AS rank"
-            " FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid"
+            "WITH hits AS MATERIALIZED (SELECT rowid AS rid, bm25(messages_fts) AS score"
+            f" FROM messages_fts WHERE messages_fts MATCH ?{inner_limit})"
+            " SELECT m.rowid AS rid, m.id AS message_id, m.conversation_id, c.title, m.role,"
+            " m.created, hits.score AS rank"
+            " FROM hits JOIN messages m ON m.rowid = hits.rid"
             " JOIN conversations c ON c.id = m.conversation_id"
-            f" WHERE {' AND '.join(where)} ORDER BY messages_fts.rank LIMIT ?"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY hits.score LIMIT ?"
+        )
+        params = [match, *([limit] if not where else []), *params, limit]
+        title_sql = (
+            "WITH hits AS MATERIALIZED (SELECT rowid AS rid, bm25(conversations_fts) AS score,"
+            " highlight(conversations_fts, 0, '[', ']') AS snippet"
+            " FROM conversations_fts WHERE conversations_fts MATCH ?)"
+            " SELECT c.id, c.title, c.updated, hits.score AS rank, hits.snippet"
+            " FROM hits JOIN conversations c ON c.rowid = hits.rid"
+            + (f" WHERE {' AND '.join(conv_where)}" if conv_where else "")
+            + " ORDER BY hits.score LIMIT ?"
         )
         hits: list[SearchHit] = []
         with self.lock:
             try:
-                rows = self._all(sql, [*params, limit])
+                rows = self._all(sql, params)
+                snippets: dict[int, str] = {}
+                if rows:
+                    rids = [r["rid"] for r in rows]
+                    for rid, snip in self.conn.execute(
+                        "SELECT rowid, snippet(messages_fts, 0, '[', ']', '…', 12)"
+                        " FROM messages_fts WHERE messages_fts MATCH ?"
+                        f" AND rowid IN ({','.join('?' * len(rids))})",
+                        [match, *rids],
+                    ):
+                        snippets[rid] = snip
                 title_rows = (
-                    []
-                    if role
-                    else self._all(
-                        "SELECT c.id, c.title, c.updated, conversations_fts.rank AS rank,"
-                        " highlight(conversations_fts, 0, '[', ']') AS snippet"
-                        " FROM conversations_fts JOIN conversations c"
-                        " ON c.rowid = conversations_fts.rowid"
-                        " WHERE conversations_fts MATCH ?"
-                        + "".join(f" AND {w}" for w in conv_where)
-                        + " ORDER BY conversations_fts.rank LIMIT ?",
-                        [match, *conv_params, limit],
-                    )
+                    [] if role else self._all(title_sql, [match, *conv_params, limit])
                 )
             except self._db_error as exc:
                 raise StoreError(f"search failed: {exc}") from exc
@@ -541,7 +595,7 @@ class Store:
                     conversation_title=r["title"],
                     message_id=r["message_id"],
                     role=r["role"],
-                    snippet=r["snippet"],
+                    snippet=snippets.get(r["rid"], ""),
                     created=datetime.fromisoformat(r["created"]),
                     rank=r["rank"],
                 )
