@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,17 @@ def model_sha256(info: ModelInfo) -> str:
 
 _engines: dict[tuple[Path, str], Engine] = {}
 _engines_lock = threading.Lock()
+
+
+def close_engines() -> None:
+    """Free every loaded model (at exit: llama-cpp-python's own finaliser fails then)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.close()
+        _engines.clear()
+
+
+atexit.register(close_engines)
 
 
 def load_engine(info: ModelInfo, load: LoadSettings | None = None) -> Engine:

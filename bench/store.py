@@ -47,7 +47,10 @@ def sentence(rng: random.Random) -> str:
 
 
 def plain_store(path: Path) -> Store:
-    conn = sqlcipher3.connect(str(path), check_same_thread=False, isolation_level=None)
+    # The same connection settings as the vault's (see storage.vault._connect).
+    conn = sqlcipher3.connect(
+        str(path), check_same_thread=False, isolation_level=None, cached_statements=8
+    )
     for name, value in REQUIRED_PRAGMAS.items():
         conn.execute(f"PRAGMA {name} = {value}").fetchall()
     return Store(conn)

@@ -1,0 +1,141 @@
+"""The Bastion terminal app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from textual import events, on
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from app.session import ChatSession
+from storage import crypto
+from tui.chat import ChatScreen
+from tui.dialogs import HelpScreen
+from tui.unlock import UnlockScreen
+
+IDLE_CHECK_S = 0.25
+
+
+class BastionApp(App[None]):
+    """Unlock, then chat. Locking returns to the unlock screen with nothing decrypted left."""
+
+    CSS_PATH = "bastion.tcss"
+    TITLE = "Bastion"
+    BINDINGS = [
+        Binding("ctrl+l", "lock", "Lock", id="app.lock", tooltip="Lock now: forget the key",
+                priority=True),
+        Binding("f1", "help", "Help", id="app.help", tooltip="Show every key"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Quit Bastion", priority=True),
+    ]
+
+    def __init__(
+        self,
+        session: ChatSession | None = None,
+        *,
+        kdf: crypto.KdfParams | None = None,
+    ) -> None:
+        super().__init__()
+        self.session = session or ChatSession()
+        self.kdf = kdf
+        """Argon2 cost for a new vault (tests use a cheap one); None is the default."""
+        self.last_activity = time.monotonic()
+
+    def on_mount(self) -> None:
+        self.push_screen(UnlockScreen(first_run=not self.session.vault_exists))
+        self.set_interval(IDLE_CHECK_S, self._check_idle)
+
+    # -- unlock and lock ------------------------------------------------------
+
+    @on(UnlockScreen.Unlocked)
+    def _unlocked(self) -> None:
+        settings = self.session.settings
+        if settings.theme in self.available_themes:
+            self.theme = settings.theme
+        if getattr(settings, "keymap", None):
+            self.set_keymap(settings.keymap)  # type: ignore[attr-defined]
+        self.last_activity = time.monotonic()
+        self.switch_screen(ChatScreen())
+        if self.session.purged_at_unlock:
+            self.notify(f"Retention: deleted {self.session.purged_at_unlock} old conversation(s).")
+
+    def action_lock(self) -> None:
+        if not self.session.unlocked:
+            return
+        chat = next((s for s in self.screen_stack if isinstance(s, ChatScreen)), None)
+        if chat is not None and chat._turn is not None:
+            chat._turn.cancel.set()
+        self.workers.cancel_group(self, "generate")
+        # Drop every screen that shows decrypted content, then the key.
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        self.switch_screen(UnlockScreen(first_run=False))
+        self.session.lock()
+
+    def _check_idle(self) -> None:
+        minutes = self.session.settings.auto_lock_minutes
+        if not self.session.unlocked or minutes <= 0:
+            return
+        chat = next((s for s in self.screen_stack if isinstance(s, ChatScreen)), None)
+        if chat is not None and chat.generating:
+            self.last_activity = time.monotonic()  # an answer being written is activity
+            return
+        if time.monotonic() - self.last_activity >= minutes * 60:
+            self.action_lock()
+            self.notify("Locked after inactivity.")
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown, events.MouseScrollDown,
+                              events.MouseScrollUp, events.Paste)):
+            self.last_activity = time.monotonic()
+        await super().on_event(event)
+
+    # -- help and commands ----------------------------------------------------
+
+    def binding_rows(self) -> list[tuple[str, str, str, str]]:
+        from tui.widgets import Composer, MessageBox
+
+        rows = []
+        for owner in (type(self), ChatScreen, Composer, MessageBox):
+            for b in owner.BINDINGS:
+                if isinstance(b, Binding):
+                    rows.append((b.key, b.description, b.tooltip, b.id or ""))
+        return rows
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.binding_rows()))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Lock", "Lock now and forget the key", self.action_lock)
+        yield SystemCommand("Help: keys", "Show every key binding", self.action_help)
+        if isinstance(screen, ChatScreen):
+            for b in ChatScreen.BINDINGS:
+                if isinstance(b, Binding) and b.action != "stop":
+                    action = getattr(screen, f"action_{b.action}")
+                    yield SystemCommand(b.description, b.tooltip, action)
+            yield SystemCommand("Stop", "Stop the answer being written", screen.action_stop)
+
+    # -- failures -------------------------------------------------------------
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """One place that turns any worker failure into a notification, never a crash."""
+        if event.state is not WorkerState.ERROR:
+            return
+        error = event.worker.error
+        text = str(error).splitlines()[0] if error and str(error) else type(error).__name__
+        titles = {"store": "Vault", "model": "Model", "generate": "Answer", "search": "Search"}
+        self.notify(text, title=titles.get(event.worker.group, "Error"), severity="error",
+                    timeout=8)
+        if event.worker.group == "generate":
+            chat = next((s for s in self.screen_stack if isinstance(s, ChatScreen)), None)
+            if chat is not None:
+                chat.post_message(ChatScreen.GenerationFailed(text))
+
+    def on_unmount(self) -> None:
+        if self.session.unlocked:
+            self.session.lock()

@@ -1,0 +1,516 @@
+"""The chat screen: conversations, messages, composer, status bar."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message as TMessage
+from textual.screen import Screen
+from textual.widgets import Footer, Label, ListItem, ListView, Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+from models.discovery import ModelInfo
+from models.engine import TurnStats
+from storage.schema import Message, SearchHit
+from tui.dialogs import ConfirmScreen, ModelScreen, PromptScreen, SearchScreen, SettingsScreen
+from tui.widgets import Banner, Composer, ConversationItem, MessageBox, StatusBar
+
+if TYPE_CHECKING:
+    from app.session import ChatSession, PendingTurn
+
+# How often streamed text is handed to the UI. Per-token UI updates halve generation speed on
+# 2 cores (../shared/FINDINGS.md); batching keeps the UI's share of the CPU small.
+STREAM_INTERVAL_S = 0.25
+
+
+class ChatScreen(Screen[None]):
+    """Conversations on the left, the chosen one on the right, the composer below."""
+
+    BINDINGS = [
+        Binding("escape", "stop", "Stop", id="chat.stop", tooltip="Stop the answer being written"),
+        Binding("ctrl+n", "new", "New", id="chat.new", tooltip="Start a new conversation"),
+        Binding("ctrl+g", "incognito", "Incognito", id="chat.incognito",
+                tooltip="New conversation that is never written to disk"),
+        Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate",
+                tooltip="Write the last answer again (the old one stays as a branch)"),
+        Binding("ctrl+f", "search", "Search", id="chat.search", tooltip="Search all conversations"),
+        Binding("ctrl+o", "models", "Model", id="chat.models", tooltip="Choose the model"),
+        Binding("f2", "rename", "Rename", id="chat.rename", tooltip="Rename this conversation"),
+        Binding("ctrl+t", "pin", "Pin", id="chat.pin", tooltip="Pin or unpin this conversation"),
+        Binding("ctrl+d", "delete", "Delete", id="chat.delete",
+                tooltip="Delete this conversation (asks first)"),
+        Binding("f3", "settings", "Settings", id="chat.settings", tooltip="Settings"),
+    ]
+
+    class Streamed(TMessage):
+        """A batch of answer text arrived from the model."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    class GenerationFinished(TMessage):
+        """The answer is complete (or stopped) and saved."""
+
+        def __init__(self, message: Message, stats: TurnStats) -> None:
+            super().__init__()
+            self.message = message
+            self.stats = stats
+
+    class GenerationFailed(TMessage):
+        """The turn could not run (context overflow, model error)."""
+
+        def __init__(self, reason: str) -> None:
+            super().__init__()
+            self.reason = reason
+
+    class ModelLoaded(TMessage):
+        """A model finished loading."""
+
+        def __init__(self, info: ModelInfo) -> None:
+            super().__init__()
+            self.info = info
+
+    class ThreadLoaded(TMessage):
+        """The conversation list and the current thread were read from the vault."""
+
+        def __init__(self, scroll_to: str | None = None) -> None:
+            super().__init__()
+            self.scroll_to = scroll_to
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._turn: PendingTurn | None = None
+        self._stream: MarkdownStream | None = None
+        self._stream_box: MessageBox | None = None
+        self.first_token_at: float | None = None
+
+    @property
+    def session(self) -> ChatSession:
+        return self.app.session  # type: ignore[attr-defined,no-any-return]
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="sidebar"):
+                yield Label("Conversations", classes="section")
+                yield ListView(id="conversations")
+            with Vertical(id="main"):
+                yield Banner("", id="banner")
+                yield VerticalScroll(id="messages")
+                yield Composer(id="composer", soft_wrap=True, show_line_numbers=False)
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#banner").display = False
+        self.query_one("#composer", Composer).focus()
+        self.refresh_all()
+        self.load_model()
+
+    # -- reading --------------------------------------------------------------
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def refresh_all(self, scroll_to: str | None = None) -> None:
+        """Re-read the conversation list (the thread is already in the session)."""
+        self._convs = self.session.conversations()
+        self.post_message(self.ThreadLoaded(scroll_to))
+
+    @on(ThreadLoaded)
+    async def _thread_loaded(self, event: ThreadLoaded) -> None:
+        await self._render_sidebar()
+        await self._render_thread()
+        if event.scroll_to:
+            target = self._box_for(event.scroll_to)
+            if target is not None:
+                self.query_one("#messages").scroll_to_widget(target, animate=False)
+                target.focus()
+
+    def _box_for(self, message_id: str) -> MessageBox | None:
+        for box in self.query(MessageBox):
+            if box.message is not None and box.message.id == message_id:
+                return box
+        return None
+
+    async def _render_sidebar(self) -> None:
+        lv = self.query_one("#conversations", ListView)
+        await lv.clear()
+        current = self.session.conversation
+        items = []
+        if self.session.incognito and current is not None:
+            items.append(ListItem(ConversationItem(current.id, "Incognito", pinned=False,
+                                                   incognito=True)))
+        for c in getattr(self, "_convs", []):
+            items.append(ListItem(ConversationItem(c.id, c.title, pinned=c.pinned)))
+        await lv.extend(items)
+        for i, item in enumerate(items):
+            if current is not None and item.query_one(ConversationItem).conv_id == current.id:
+                lv.index = i
+
+    async def _render_thread(self) -> None:
+        box = self.query_one("#messages", VerticalScroll)
+        await box.remove_children()
+        widgets = []
+        for m in self.session.thread:
+            if m.role == "system":
+                continue
+            w = MessageBox(m, m.role, m.content)
+            widgets.append(w)
+        await box.mount_all(widgets)
+        self._update_branch_marks()
+        self._update_banner()
+        box.anchor()
+
+    def _update_branch_marks(self) -> None:
+        if self.session.incognito:
+            return
+        self.update_branches()
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def update_branches(self) -> None:
+        marks = {}
+        for m in self.session.thread:
+            sibs = self.session.siblings(m.id)
+            if len(sibs) > 1:
+                marks[m.id] = ([s.id for s in sibs].index(m.id) + 1, len(sibs))
+        self.app.call_from_thread(self._apply_marks, marks)
+
+    def _apply_marks(self, marks: dict[str, tuple[int, int]]) -> None:
+        for mid, mark in marks.items():
+            box = self._box_for(mid)
+            if box is not None:
+                box.branch = mark
+
+    def _update_banner(self) -> None:
+        banner = self.query_one("#banner", Banner)
+        notes = []
+        if self.session.incognito:
+            notes.append("🕶 Incognito: this conversation lives only in memory and is never "
+                         "written to disk.")
+        warning = getattr(self.session.vault, "rollback_warning", None)
+        if warning:
+            notes.append(f"⚠ {warning}")
+        banner.update("\n".join(escape(n) for n in notes))
+        banner.display = bool(notes)
+
+    # -- model ----------------------------------------------------------------
+
+    @work(thread=True, group="model", exclusive=True, exit_on_error=False)
+    def load_model(self, info: ModelInfo | None = None) -> None:
+        self.app.call_from_thread(self._set_state, "loading model…")
+        info = info or self.session.model_for_conversation()
+        self.session.load_model(info)
+        self.post_message(self.ModelLoaded(info))
+
+    def _set_state(self, state: str) -> None:
+        self.query_one(StatusBar).state = state
+
+    @on(ModelLoaded)
+    def _model_loaded(self, event: ModelLoaded) -> None:
+        bar = self.query_one(StatusBar)
+        info = event.info
+        bar.model = f"{info.name} · {info.quantization or '?'}"
+        if self.session.engine is not None:
+            bar.context_size = self.session.engine.n_ctx
+        bar.state = ""
+
+    # -- sending --------------------------------------------------------------
+
+    @property
+    def generating(self) -> bool:
+        return self._turn is not None
+
+    @on(Composer.Submitted)
+    def _submitted(self, event: Composer.Submitted) -> None:
+        if self.generating:
+            self.notify("Wait for the answer, or press Esc to stop it.", severity="warning")
+            return
+        composer = event.composer
+        editing = composer.editing
+        composer.text = ""
+        composer.editing = None
+        self.prepare(event.text, editing)
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def prepare(self, text: str, editing: str | None) -> None:
+        turn = self.session.edit(editing, text) if editing else self.session.send(text)
+        self.app.call_from_thread(self._begin, turn)
+
+    async def _begin(self, turn: PendingTurn) -> None:
+        self._turn = turn
+        self._convs = self.session.conversations()
+        await self._render_sidebar()
+        await self._render_thread()
+        box = MessageBox(None, "assistant", "")
+        await self.query_one("#messages").mount(box)
+        self._stream_box = box
+        self._stream = Markdown.get_stream(box.query_one(Markdown))
+        self.query_one("#messages", VerticalScroll).anchor()
+        self._set_state("writing… (Esc stops)")
+        self.generate(turn)
+
+    @work(thread=True, group="generate", exclusive=True, exit_on_error=False)
+    def generate(self, turn: PendingTurn) -> None:
+        try:
+            gen = self.session.generate(turn)
+        except Exception as exc:  # context overflow, model errors: one line for the user
+            self.post_message(self.GenerationFailed(str(exc) or type(exc).__name__))
+            return
+        pieces: list[str] = []
+        batch: list[str] = []
+        last = time.monotonic()
+        for piece in gen:
+            pieces.append(piece)
+            batch.append(piece)
+            now = time.monotonic()
+            if now - last >= STREAM_INTERVAL_S:
+                self.post_message(self.Streamed("".join(batch)))
+                batch.clear()
+                last = now
+        if batch:
+            self.post_message(self.Streamed("".join(batch)))
+        saved = self.session.finish(turn, "".join(pieces))
+        self.post_message(self.GenerationFinished(saved, gen.stats))
+
+    @on(Streamed)
+    async def _streamed(self, event: Streamed) -> None:
+        if self._stream is not None:
+            await self._stream.write(event.text)
+
+    async def _end_stream(self) -> None:
+        if self._stream is not None:
+            await self._stream.stop()
+        self._stream = None
+        self._turn = None
+        self._set_state("")
+
+    @on(GenerationFinished)
+    async def _finished(self, event: GenerationFinished) -> None:
+        await self._end_stream()
+        stats = event.stats
+        box = self._stream_box
+        self._stream_box = None
+        if box is not None:
+            box.finalize(event.message, event.message.content)
+        if stats.dropped_messages:
+            note = Static(
+                f"⚠ {len(stats.dropped_messages)} older message(s) did not fit the model's "
+                "context and were left out of this answer.",
+                classes="context-note",
+            )
+            await self.query_one("#messages").mount(note, before=box)
+        bar = self.query_one(StatusBar)
+        bar.tokens_per_s = stats.decode_tokens_per_s
+        bar.ttft = stats.time_to_first_token_s
+        bar.context_used = stats.context_used
+        bar.context_size = stats.context_size
+        self._update_branch_marks()
+        if not self.session.incognito:
+            self.refresh_all()
+
+    @on(GenerationFailed)
+    async def _failed(self, event: GenerationFailed) -> None:
+        await self._end_stream()
+        if self._stream_box is not None:
+            await self._stream_box.remove()
+            self._stream_box = None
+        self.notify(event.reason, title="Could not answer", severity="error", timeout=8)
+
+    # -- actions --------------------------------------------------------------
+
+    def action_stop(self) -> None:
+        composer = self.query_one(Composer)
+        if self._turn is not None:
+            self._turn.cancel.set()
+        elif composer.editing:
+            composer.editing = None
+            composer.text = ""
+
+    def action_new(self) -> None:
+        if self.generating:
+            return
+        self.session.new_conversation()
+        self.refresh_all()
+        self.query_one(Composer).focus()
+
+    def action_incognito(self) -> None:
+        if self.generating:
+            return
+        self.session.new_conversation(incognito=True)
+        self.refresh_all()
+        self.query_one(Composer).focus()
+
+    def action_regenerate(self) -> None:
+        if self.generating or not self.session.thread:
+            return
+        self._regenerate()
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _regenerate(self) -> None:
+        turn = self.session.regenerate()
+        if turn is not None:
+            if not self.session.incognito:
+                # Show the branch the new answer will extend (the old answer stays a branch).
+                self.session.thread = list(self.session.thread)
+                idx = next(i for i, m in enumerate(self.session.thread) if m.id == turn.parent_id)
+                self.session.thread = self.session.thread[: idx + 1]
+            self.app.call_from_thread(self._begin, turn)
+
+    def action_search(self) -> None:
+        self.app.push_screen(SearchScreen(), self._open_hit)
+
+    def _open_hit(self, hit: SearchHit | None) -> None:
+        if hit is not None:
+            self.open_conversation(hit.conversation_id, hit.message_id)
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def open_conversation(self, conv_id: str, at_message: str | None = None) -> None:
+        self.session.open(conv_id, at_message)
+        self._convs = self.session.conversations()
+        self.post_message(self.ThreadLoaded(at_message))
+        engine = self.session.engine
+        wanted = self.session.conversation.model_name if self.session.conversation else None
+        if wanted and self.session.model and wanted != self.session.model.name and engine:
+            self.load_model()
+
+    @on(ListView.Selected, "#conversations")
+    def _chosen(self, event: ListView.Selected) -> None:
+        if self.generating:
+            self.notify("Stop the answer first (Esc).", severity="warning")
+            return
+        item = event.item.query_one(ConversationItem)
+        if item.conv_id != "incognito":
+            self.open_conversation(item.conv_id)
+
+    def action_models(self) -> None:
+        self._list_models()
+
+    @work(thread=True, group="model", exit_on_error=False)
+    def _list_models(self) -> None:
+        models = self.session.available_models()
+        current = self.session.model.name if self.session.model else None
+        self.app.call_from_thread(
+            self.app.push_screen, ModelScreen(models, current), self._model_chosen
+        )
+
+    def _model_chosen(self, info: ModelInfo | None) -> None:
+        if info is not None:
+            self.load_model(info)
+
+    def _current_id(self) -> str | None:
+        conv = self.session.conversation
+        if conv is None or self.session.incognito:
+            return None
+        return conv.id
+
+    def action_rename(self) -> None:
+        cid = self._current_id()
+        if cid is None:
+            return
+        title = self.session.conversation.title if self.session.conversation else ""
+
+        def done(value: str | None) -> None:
+            if value:
+                self._store_op("rename", cid, value)
+
+        self.app.push_screen(PromptScreen("Rename the conversation", title), done)
+
+    def action_pin(self) -> None:
+        cid = self._current_id()
+        if cid is not None:
+            self._store_op("pin", cid)
+
+    def action_delete(self) -> None:
+        cid = self._current_id()
+        if cid is None:
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self._store_op("delete", cid)
+
+        self.app.push_screen(ConfirmScreen("Delete this conversation for good?"), done)
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _store_op(self, op: str, cid: str, value: str = "") -> None:
+        if op == "rename":
+            self.session.rename(cid, value)
+        elif op == "pin":
+            self.session.toggle_pin(cid)
+        elif op == "delete":
+            self.session.delete_conversation(cid)
+        self._convs = self.session.conversations()
+        self.post_message(self.ThreadLoaded())
+
+    def action_settings(self) -> None:
+        themes = sorted(self.app.available_themes)
+        screen = SettingsScreen(self.session.settings, self.session.sampling(), themes)
+        self.app.push_screen(screen, self._settings_saved)
+
+    def _settings_saved(self, result: object) -> None:
+        if not result:
+            return
+        settings, sampling = result  # type: ignore[misc]
+        self.app.theme = settings.theme
+        self._save_settings(settings, sampling)
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _save_settings(self, settings: object, sampling: object) -> None:
+        self.session.save_settings(settings)  # type: ignore[arg-type]
+        self.session.set_sampling(sampling)  # type: ignore[arg-type]
+        self.app.call_from_thread(self.notify, "Settings saved")
+
+    # -- message actions ------------------------------------------------------
+
+    @on(MessageBox.ActionRequested)
+    def _message_action(self, event: MessageBox.ActionRequested) -> None:
+        box = event.box
+        msg = box.message
+        if msg is None or self.generating:
+            return
+        if event.action == "copy":
+            self.app.copy_to_clipboard(msg.content)
+            delay = self.session.settings.clipboard_clear_seconds
+            note = f" It will be cleared in {delay} s." if delay else ""
+            self.notify(f"Copied to the clipboard.{note}")
+            if delay:
+                self.app.set_timer(delay, self._clear_clipboard)
+        elif event.action == "edit" and msg.role == "user":
+            composer = self.query_one(Composer)
+            composer.text = msg.content
+            composer.editing = msg.id
+            composer.focus()
+        elif event.action == "delete":
+
+            def done(yes: bool | None) -> None:
+                if yes:
+                    self._delete_message(msg.id)
+
+            self.app.push_screen(
+                ConfirmScreen("Delete this message and everything after it?"), done
+            )
+        elif event.action == "branch":
+            self._switch_branch(msg.id, event.step)
+
+    def _clear_clipboard(self) -> None:
+        self.app.copy_to_clipboard("")
+        self.notify("Clipboard cleared.")
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _delete_message(self, message_id: str) -> None:
+        self.session.delete_message(message_id)
+        self._convs = self.session.conversations()
+        self.post_message(self.ThreadLoaded())
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _switch_branch(self, message_id: str, step: int) -> None:
+        self.session.switch_branch(message_id, step)
+        sibs = self.session.siblings(message_id)
+        ids = [s.id for s in sibs]
+        target = ids[(ids.index(message_id) + step) % len(ids)] if len(ids) > 1 else message_id
+        self.post_message(self.ThreadLoaded(target))

@@ -1,0 +1,265 @@
+"""Modal dialogs: confirm, prompt, search, models, settings, help."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from rich.markup import escape
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import (
+    Button,
+    Input,
+    Label,
+    ListItem,
+    ListView,
+    OptionList,
+    Select,
+    Static,
+)
+from textual.widgets.option_list import Option
+
+from app.settings import AppSettings
+from models.discovery import ModelInfo
+from models.settings import LoadSettings, SamplingSettings
+from storage.schema import SearchHit
+from tui.widgets import highlight_snippet
+
+CLOSE = Binding("escape", "dismiss_none", "Close", id="dialog.close", tooltip="Close")
+
+
+class _Dialog(ModalScreen[Any]):
+    BINDINGS = [CLOSE]
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(_Dialog):
+    """Ask yes or no; dismisses with True or False."""
+
+    BINDINGS = [
+        CLOSE,
+        Binding("y", "answer(True)", "Yes", id="confirm.yes", tooltip="Confirm"),
+        Binding("n", "answer(False)", "No", id="confirm.no", tooltip="Cancel"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(escape(self.question), classes="dialog-title")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Yes (y)", id="yes", variant="error")
+                yield Button("No (n)", id="no")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class PromptScreen(_Dialog):
+    """Ask for one line of text; dismisses with it, or None."""
+
+    def __init__(self, title: str, value: str = "") -> None:
+        super().__init__()
+        self.title_text = title
+        self.value = value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(escape(self.title_text), classes="dialog-title")
+            yield Input(self.value, id="prompt-input")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        value = event.value.strip()
+        self.dismiss(value or None)
+
+
+class SearchScreen(_Dialog):
+    """Full-text search over the vault; dismisses with the chosen hit."""
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("Search every conversation", classes="dialog-title")
+            yield Input(placeholder="words to find (a trailing * matches a prefix)",
+                        id="search-input")
+            yield Label("", id="search-count")
+            yield ListView(id="search-results")
+
+    @on(Input.Submitted, "#search-input")
+    def _search(self, event: Input.Submitted) -> None:
+        self.run_search(event.value)
+
+    @work(thread=True, group="search", exclusive=True, exit_on_error=False)
+    def run_search(self, query: str) -> None:
+        hits = self.app.session.search(query)  # type: ignore[attr-defined]
+        self.app.call_from_thread(self._show, hits)
+
+    async def _show(self, hits: list[SearchHit]) -> None:
+        results = self.query_one("#search-results", ListView)
+        await results.clear()
+        self.query_one("#search-count", Label).update(
+            f"{len(hits)} result{'s' if len(hits) != 1 else ''}"
+        )
+        items = []
+        for hit in hits:
+            where = "title" if hit.message_id is None else hit.role
+            item = ListItem(
+                Static(f"[b]{escape(hit.conversation_title)}[/b] [dim]{where}[/dim]"),
+                Static(highlight_snippet(hit.snippet), classes="snippet"),
+            )
+            item.hit = hit  # type: ignore[attr-defined]
+            items.append(item)
+        await results.extend(items)
+        if items:
+            results.index = 0
+            results.focus()
+
+    @on(ListView.Selected, "#search-results")
+    def _chosen(self, event: ListView.Selected) -> None:
+        self.dismiss(getattr(event.item, "hit", None))
+
+
+class ModelScreen(_Dialog):
+    """Pick a model among those discovered; unusable ones say why."""
+
+    def __init__(self, models: list[ModelInfo], current: str | None) -> None:
+        super().__init__()
+        self.models = models
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        options = []
+        for i, m in enumerate(self.models):
+            size = f"{m.file_size / 1e6:.0f} MB"
+            desc = " · ".join(
+                x for x in (m.parameters, m.quantization, f"ctx {m.context_length}", size) if x
+            )
+            mark = "● " if m.name == self.current else "  "
+            line = f"{mark}[b]{escape(m.name)}[/b]  [dim]{m.source.value} · {escape(desc)}[/dim]"
+            if not m.usable:
+                line += f"\n    [$error]cannot be loaded: {escape(m.reason or '')}[/]"
+            options.append(Option(line, id=str(i), disabled=not m.usable))
+        with Vertical(classes="dialog wide"):
+            yield Label("Choose a model", classes="dialog-title")
+            yield OptionList(*options, id="model-list")
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.models[int(event.option.id or 0)])
+
+
+class SettingsScreen(_Dialog):
+    """Sampling (this conversation), loading, theme and privacy settings, validated."""
+
+    SAMPLING = ["temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed"]
+    LOAD = ["n_ctx", "n_threads", "n_batch"]
+    APP = ["auto_lock_minutes", "retention_days", "clipboard_clear_seconds"]
+
+    def __init__(self, settings: AppSettings, sampling: SamplingSettings, themes: list[str]):
+        super().__init__()
+        self.settings = settings
+        self.sampling = sampling
+        self.themes = themes
+
+    def _field(self, name: str, value: Any, doc: str | None) -> ComposeResult:
+        with Grid(classes="field"):
+            yield Label(name.replace("_", " "), classes="field-name")
+            yield Input("" if value is None else str(value), id=f"f-{name}",
+                        tooltip=doc or None)
+            yield Label("", id=f"err-{name}", classes="field-error")
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide tall"):
+            yield Label("Settings", classes="dialog-title")
+            with VerticalScroll():
+                yield Label("Sampling (this conversation)", classes="section")
+                for name in self.SAMPLING:
+                    doc = SamplingSettings.model_fields[name].description
+                    yield from self._field(name, getattr(self.sampling, name), doc)
+                yield Label("Model loading (applies when a model is next loaded)",
+                            classes="section")
+                for name in self.LOAD:
+                    yield from self._field(name, getattr(self.settings.load, name), None)
+                yield Label("App", classes="section")
+                yield Select([(t, t) for t in self.themes], value=self.settings.theme,
+                             id="f-theme", allow_blank=False)
+                for name in self.APP:
+                    yield from self._field(name, getattr(self.settings, name), None)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save", id="save", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def _values(self, names: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in names:
+            raw = self.query_one(f"#f-{name}", Input).value.strip()
+            out[name] = None if raw == "" else raw
+        return {k: v for k, v in out.items() if v is not None or k == "seed"}
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#save")
+    def _save(self) -> None:
+        for label in self.query(".field-error"):
+            label.update("")
+        errors: dict[str, str] = {}
+        results: dict[str, Any] = {}
+        for key, model, names in (
+            ("sampling", SamplingSettings, self.SAMPLING),
+            ("load", LoadSettings, self.LOAD),
+        ):
+            try:
+                results[key] = model.model_validate(self._values(names))
+            except ValidationError as exc:
+                for err in exc.errors():
+                    errors[str(err["loc"][0])] = err["msg"]
+        try:
+            app_values = self._values(self.APP)
+            theme = self.query_one("#f-theme", Select).value
+            settings = self.settings.model_copy()
+            updated = AppSettings.model_validate(
+                {**settings.model_dump(), **app_values, "theme": theme}
+            )
+        except ValidationError as exc:
+            for err in exc.errors():
+                errors[str(err["loc"][0])] = err["msg"]
+        if errors:
+            for name, msg in errors.items():
+                if self.query(f"#err-{name}"):
+                    self.query_one(f"#err-{name}", Label).update(escape(msg))
+            self.notify(f"{len(errors)} setting(s) need fixing", severity="error")
+            return
+        updated = updated.model_copy(update={"load": results["load"]})
+        self.dismiss((updated, results["sampling"]))
+
+
+class HelpScreen(_Dialog):
+    """Every key binding, with what it does."""
+
+    def __init__(self, rows: list[tuple[str, str, str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide tall"):
+            yield Label("Keys (remap them in settings.keymap by id)", classes="dialog-title")
+            with VerticalScroll():
+                for key, desc, tip, bid in self.rows:
+                    yield Static(
+                        f"[b]{escape(key):>10}[/b]  {escape(desc):<18} [dim]{escape(tip)}"
+                        f"  ({escape(bid)})[/dim]"
+                    )

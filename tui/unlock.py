@@ -1,0 +1,138 @@
+"""The unlock / first-run screen. Nothing else is reachable while it is shown."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Center, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Input, Label, LoadingIndicator, Static
+
+from app.secrets_input import strength
+from storage import crypto
+from storage.vault import RollbackError
+
+WARNING = (
+    "Your passphrase encrypts everything Bastion stores. It cannot be recovered: "
+    "if you forget it, your conversations are lost."
+)
+
+
+class UnlockScreen(Screen[None]):
+    """Create the vault on first run, else ask for the passphrase."""
+
+    class Unlocked(Message):
+        """The vault is open."""
+
+    class UnlockFailed(Message):
+        """Unlocking failed; ``reason`` is one line for the user."""
+
+        def __init__(self, reason: str, rollback: bool = False) -> None:
+            super().__init__()
+            self.reason = reason
+            self.rollback = rollback
+
+    def __init__(self, first_run: bool) -> None:
+        super().__init__()
+        self.first_run = first_run
+        self._accept_rollback = False
+
+    def compose(self) -> ComposeResult:
+        with Center(), Vertical(id="unlock-box"):
+            yield Static("[b]Bastion[/b]", id="unlock-title")
+            yield Static("Your private assistant. Nothing leaves this machine.", classes="dim")
+            if self.first_run:
+                yield Label("Create your vault", classes="section")
+                yield Static(WARNING, id="unlock-warning")
+                yield Input(placeholder="passphrase", password=True, id="pass1")
+                yield Label("", id="strength")
+                yield Input(placeholder="repeat the passphrase", password=True, id="pass2")
+                yield Button("Create vault", id="unlock-go", variant="primary")
+            else:
+                yield Label("Unlock your vault", classes="section")
+                yield Input(placeholder="passphrase", password=True, id="pass1")
+                yield Button("Unlock", id="unlock-go", variant="primary")
+            yield LoadingIndicator(id="unlock-busy")
+            yield Label("", id="unlock-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#unlock-busy").display = False
+        self.query_one("#pass1", Input).focus()
+
+    @on(Input.Changed, "#pass1")
+    def _strength(self, event: Input.Changed) -> None:
+        if not self.first_run:
+            return
+        score, hint = strength(event.value) if event.value else (0, "")
+        bar = "█" * (score + 1) + "░" * (4 - score) if event.value else ""
+        self.query_one("#strength", Label).update(f"{bar} {hint}")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        if self.first_run and event.input.id == "pass1":
+            self.query_one("#pass2", Input).focus()
+        else:
+            self._go()
+
+    @on(Button.Pressed, "#unlock-go")
+    def _go(self) -> None:
+        p1 = self.query_one("#pass1", Input)
+        error = self.query_one("#unlock-error", Label)
+        if not p1.value:
+            error.update("Enter a passphrase.")
+            return
+        if self.first_run:
+            p2 = self.query_one("#pass2", Input)
+            if p1.value != p2.value:
+                error.update("The two passphrases differ.")
+                p2.value = ""
+                p2.focus()
+                return
+            if strength(p1.value)[0] == 0:
+                error.update("Too short: use at least 8 characters (12+ or four words is better).")
+                return
+        passphrase = bytearray(p1.value.encode("utf-8"))
+        for field in self.query(Input):
+            field.value = ""
+            field.disabled = True
+        self.query_one("#unlock-go", Button).disabled = True
+        self.query_one("#unlock-busy").display = True
+        error.update("Deriving the key…")
+        self._derive(passphrase)
+
+    @work(thread=True, group="unlock", exclusive=True, exit_on_error=False)
+    def _derive(self, passphrase: bytearray) -> None:
+        session = self.app.session  # type: ignore[attr-defined]
+        try:
+            if self.first_run:
+                session.create_vault(passphrase, getattr(self.app, "kdf", None))
+            else:
+                session.unlock(passphrase, accept_rollback=self._accept_rollback)
+        except RollbackError as exc:
+            self.post_message(self.UnlockFailed(str(exc).split(";")[0], rollback=True))
+            return
+        except crypto.UnlockError as exc:
+            self.post_message(self.UnlockFailed(str(exc)))
+            return
+        except Exception as exc:  # any vault problem: one line, retry possible
+            self.post_message(self.UnlockFailed(str(exc).splitlines()[0] if str(exc) else
+                                                type(exc).__name__))
+            return
+        finally:
+            crypto.wipe(passphrase)
+        self.post_message(self.Unlocked())
+
+    @on(UnlockFailed)
+    def _failed(self, event: UnlockFailed) -> None:
+        self.query_one("#unlock-busy").display = False
+        for field in self.query(Input):
+            field.disabled = False
+        self.query_one("#unlock-go", Button).disabled = False
+        text = escape(event.reason)
+        if event.rollback:
+            self._accept_rollback = True
+            text += ". Unlock again to accept it and continue."
+        self.query_one("#unlock-error", Label).update(f"[$error]{text}[/]")
+        self.query_one("#pass1", Input).focus()

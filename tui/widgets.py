@@ -1,0 +1,192 @@
+"""Reusable widgets of the chat screen."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message as TMessage
+from textual.reactive import reactive
+from textual.widgets import Label, Markdown, Static, TextArea
+
+from storage.schema import Message
+
+
+def highlight_snippet(snippet: str) -> str:
+    """Rich markup for an FTS snippet whose matches are marked with [ and ]."""
+    out = []
+    for i, part in enumerate(snippet.replace("]", "[").split("[")):
+        out.append(f"[b reverse]{escape(part)}[/]" if i % 2 else escape(part))
+    return "".join(out)
+
+
+class MessageBox(Vertical, can_focus=True):
+    """One message: a header line (role, time, branch, stop reason) and its Markdown."""
+
+    BINDINGS = [
+        Binding("c", "copy", "Copy", id="message.copy", tooltip="Copy this message"),
+        Binding("e", "edit", "Edit", id="message.edit", tooltip="Edit and resend (user messages)"),
+        Binding("d", "delete", "Delete", id="message.delete", tooltip="Delete this message"),
+        Binding("[", "branch(-1)", "◀ branch", id="message.prev", tooltip="Previous alternative"),
+        Binding("]", "branch(1)", "branch ▶", id="message.next", tooltip="Next alternative"),
+    ]
+
+    class ActionRequested(TMessage):
+        """The user asked for an action on a message (copy, edit, delete, branch)."""
+
+        def __init__(self, box: MessageBox, action: str, step: int = 0) -> None:
+            super().__init__()
+            self.box = box
+            self.action = action
+            self.step = step
+
+    branch: reactive[tuple[int, int]] = reactive((1, 1))
+    """(position, count) of this message among its alternatives."""
+
+    def __init__(self, message: Message | None, role: str, text: str = "", **kw) -> None:
+        super().__init__(**kw)
+        self.message = message
+        self.role = role
+        self.text = text
+        self.add_class(f"-{role}")
+
+    def compose(self) -> ComposeResult:
+        yield Label(self._header(), classes="message-header")
+        yield Markdown(self.text, classes="message-body")
+
+    def _header(self) -> str:
+        who = {"user": "You", "assistant": "Assistant", "system": "System"}.get(
+            self.role, self.role
+        )
+        parts = [f"[b]{who}[/b]"]
+        if self.message is not None:
+            parts.append(f"[dim]{self.message.created.astimezone():%H:%M}[/dim]")
+            stats = self.message.stats or {}
+            if stats.get("stop_reason") == "cancelled":
+                parts.append("[$warning]⏹ stopped[/]")
+            if stats.get("generated_tokens"):
+                parts.append(
+                    f"[dim]{stats['generated_tokens']} tok · "
+                    f"{stats.get('decode_tokens_per_s', 0):.1f} tok/s[/dim]"
+                )
+        pos, count = self.branch
+        if count > 1:
+            parts.append(f"[$accent]◀ {pos}/{count} ▶[/]")
+        return "  ".join(parts)
+
+    def watch_branch(self) -> None:
+        if self.is_mounted:
+            self.query_one(".message-header", Label).update(self._header())
+
+    def finalize(self, message: Message, text: str) -> None:
+        """Turn a streamed box into the saved message: one full render of the final text."""
+        self.message = message
+        self.text = text
+        self.query_one(".message-header", Label).update(self._header())
+        self.query_one(Markdown).update(text)
+
+    def action_copy(self) -> None:
+        self.post_message(self.ActionRequested(self, "copy"))
+
+    def action_edit(self) -> None:
+        self.post_message(self.ActionRequested(self, "edit"))
+
+    def action_delete(self) -> None:
+        self.post_message(self.ActionRequested(self, "delete"))
+
+    def action_branch(self, step: int) -> None:
+        self.post_message(self.ActionRequested(self, "branch", step))
+
+
+class Composer(TextArea):
+    """The message editor: Enter sends, Ctrl+J inserts a newline."""
+
+    BINDINGS = [
+        Binding("enter", "submit", "Send", id="composer.send", tooltip="Send the message",
+                priority=True),
+        Binding("ctrl+j", "newline", "Newline", id="composer.newline",
+                tooltip="Insert a line break"),
+    ]
+
+    class Submitted(TMessage):
+        """The user sent the text in the composer."""
+
+        def __init__(self, composer: Composer, text: str) -> None:
+            super().__init__()
+            self.composer = composer
+            self.text = text
+
+    editing: reactive[str | None] = reactive(None)
+    """Id of the user message being edited, or None when composing a new one."""
+
+    def action_submit(self) -> None:
+        text = self.text.strip()
+        if text:
+            self.post_message(self.Submitted(self, text))
+
+    def action_newline(self) -> None:
+        self.insert("\n")
+
+    def watch_editing(self, editing: str | None) -> None:
+        self.border_title = "Editing a message (Esc cancels)" if editing else None
+
+
+class StatusBar(Static):
+    """Model, pack, speed, context gauge and the offline guard, in one line."""
+
+    model: reactive[str] = reactive("no model")
+    """Model name and quantization."""
+    pack: reactive[str | None] = reactive(None)
+    """Active pack, if any."""
+    tokens_per_s: reactive[float] = reactive(0.0)
+    """Decode speed of the last answer."""
+    ttft: reactive[float] = reactive(0.0)
+    """Time to first token of the last answer, in seconds."""
+    context_used: reactive[int] = reactive(0)
+    """Tokens of the context the last turn used."""
+    context_size: reactive[int] = reactive(0)
+    """The model's context size in tokens."""
+    blocked: reactive[int] = reactive(0)
+    """Network attempts the offline guard refused."""
+    state: reactive[str] = reactive("")
+    """What the app is doing (loading, generating...)."""
+
+    WARN_AT = 0.8
+
+    def render(self) -> str:
+        parts = [f"[b]{escape(self.model)}[/b]"]
+        if self.pack:
+            parts.append(f"pack: {escape(self.pack)}")
+        if self.tokens_per_s:
+            parts.append(f"{self.tokens_per_s:.1f} tok/s · first token {self.ttft:.2f} s")
+        if self.context_size:
+            frac = min(1.0, self.context_used / self.context_size)
+            filled = round(frac * 10)
+            bar = "█" * filled + "░" * (10 - filled)
+            gauge = f"ctx {bar} {self.context_used}/{self.context_size}"
+            if frac >= self.WARN_AT:
+                gauge = f"[$warning]{gauge} nearly full[/]"
+            parts.append(gauge)
+        parts.append(
+            "offline: 0 attempts blocked"
+            if not self.blocked
+            else f"[$error]offline: {self.blocked} attempts blocked[/]"
+        )
+        if self.state:
+            parts.append(f"[$accent]{escape(self.state)}[/]")
+        return "  │  ".join(parts)
+
+
+class ConversationItem(Static):
+    """A conversation in the sidebar."""
+
+    def __init__(self, conv_id: str, title: str, *, pinned: bool, incognito: bool = False,
+                 **kw) -> None:
+        mark = "📌 " if pinned else ("🕶 " if incognito else "")
+        super().__init__(f"{mark}{escape(title)}", **kw)
+        self.conv_id = conv_id
+
+
+class Banner(Static):
+    """A notice above the messages (incognito, disclaimer, rollback warning)."""
