@@ -1,0 +1,232 @@
+"""The terminal app, driven with Textual's Pilot, on the real embedded model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from app.session import ChatSession
+from storage.vault import Vault
+from tests.conftest import FAST_KDF
+from tui.app import BastionApp
+from tui.chat import ChatScreen
+from tui.unlock import UnlockScreen
+from tui.widgets import MessageBox
+
+PW = "tui test passphrase"
+SIZE = (120, 40)
+
+
+async def settle(pilot: Pilot, app: BastionApp, timeout: float = 60.0) -> None:
+    """Wait until every worker is done and no answer is being written."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.05)
+        screen = app.screen
+        busy = isinstance(screen, ChatScreen) and screen.generating
+        if not busy and not any(w.is_running for w in app.workers):
+            await pilot.pause(0.05)
+            return
+    raise AssertionError("the app did not settle")
+
+
+async def type_text(pilot: Pilot, text: str) -> None:
+    await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
+
+
+async def unlock(pilot: Pilot, app: BastionApp, passphrase: str = PW) -> None:
+    await pilot.click("#pass1")
+    await type_text(pilot, passphrase)
+    await pilot.press("enter")
+    await settle(pilot, app)
+
+
+async def send(pilot: Pilot, app: BastionApp, text: str) -> None:
+    await pilot.click("#composer")
+    await type_text(pilot, text)
+    await pilot.press("enter")
+    await pilot.pause(0.1)
+    await settle(pilot, app)
+
+
+@pytest.fixture
+def vault_with_settings(private_dirs: Path) -> Path:
+    """A vault (cheap KDF) whose answers are short and greedy."""
+    folder = private_dirs / "data" / "vault"
+    with Vault.create(folder, PW, FAST_KDF) as v:
+        v.store.set_setting(
+            "app", {"sampling": {"temperature": 0, "max_tokens": 24, "seed": 1}}
+        )
+    return folder
+
+
+async def test_first_run_creates_vault(private_dirs: Path) -> None:
+    """First run asks for the passphrase twice, warns, and creates the vault."""
+    app = BastionApp(kdf=FAST_KDF)
+    async with app.run_test(size=SIZE) as pilot:
+        assert isinstance(app.screen, UnlockScreen) and app.screen.first_run
+        assert "cannot be recovered" in str(app.screen.query_one("#unlock-warning").render())
+        await pilot.click("#pass1")
+        await type_text(pilot, PW)
+        await pilot.press("enter")
+        await type_text(pilot, "different")
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert isinstance(app.screen, UnlockScreen)  # mismatch: still here
+        assert "differ" in str(app.screen.query_one("#unlock-error").render())
+        assert app.screen.focused is app.screen.query_one("#pass2")  # cleared, retry there
+        await type_text(pilot, PW)
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert isinstance(app.screen, ChatScreen)
+    assert (private_dirs / "data" / "vault" / "vault.hdr").exists()
+
+
+async def test_wrong_then_right_passphrase(vault_with_settings: Path) -> None:
+    """A wrong passphrase shows an error and allows a retry; the right one unlocks."""
+    app = BastionApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app, "not it")
+        assert isinstance(app.screen, UnlockScreen)
+        assert "wrong passphrase" in str(app.screen.query_one("#unlock-error").render())
+        await unlock(pilot, app)
+        assert isinstance(app.screen, ChatScreen)
+
+
+async def test_chat_streams_real_answer_then_regenerate_and_edit(vault_with_settings) -> None:
+    """Send, see the model's streamed answer; regenerate and edit make branches."""
+    app = BastionApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app)
+        await send(pilot, app, "What is the capital of France?")
+        session: ChatSession = app.session
+        assert [m.role for m in session.thread] == ["user", "assistant"]
+        answer = session.thread[-1]
+        assert "Paris" in answer.content
+        boxes = list(app.screen.query(MessageBox))
+        assert boxes[-1].text == answer.content
+        assert app.screen.query_one("#status").render()  # status bar shows something
+        assert "tok/s" in str(app.screen.query_one("#status").render())
+
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.1)
+        await settle(pilot, app)
+        assert len(session.siblings(session.thread[-1].id)) == 2  # old answer kept
+        assert len(session.thread) == 2
+
+        # edit the question and resend: a sibling of the original question
+        first_box = next(b for b in app.screen.query(MessageBox) if b.role == "user")
+        first_box.focus()
+        await pilot.press("e")
+        composer = app.screen.query_one("#composer")
+        assert composer.editing == session.thread[0].id
+        composer.text = "What is the capital of Italy?"
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        await settle(pilot, app)
+        assert session.thread[0].content == "What is the capital of Italy?"
+        assert len(session.siblings(session.thread[0].id)) == 2
+        assert session.thread[-1].role == "assistant"
+
+
+async def test_escape_stops_long_answer(vault_with_settings: Path) -> None:
+    """Esc stops a long answer at once; the partial answer is kept and marked stopped."""
+    with Vault.open(vault_with_settings, PW) as v:
+        v.store.set_setting("app", {"sampling": {"temperature": 0.8, "max_tokens": 600}})
+    app = BastionApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app)
+        await pilot.click("#composer")
+        await type_text(pilot, "Write a very long story about a dragon and a knight.")
+        await pilot.press("enter")
+        started = time.monotonic()
+        while not app.screen.generating and time.monotonic() - started < 20:
+            await pilot.pause(0.05)
+        await pilot.pause(1.0)
+        await pilot.press("escape")
+        await settle(pilot, app)
+        last = app.session.thread[-1]
+        assert last.role == "assistant"
+        assert last.stats and last.stats["stop_reason"] == "cancelled"
+        assert last.stats["generated_tokens"] < 600
+        box = list(app.screen.query(MessageBox))[-1]
+        assert "stopped" in str(box.query_one(".message-header").render())
+
+
+async def test_search_opens_conversation(vault_with_settings: Path) -> None:
+    """Search finds a message in another conversation and opens it there."""
+    with Vault.open(vault_with_settings, PW) as v:
+        a = v.store.create_conversation("Gardening")
+        v.store.add_message(a.id, "user", "How do I grow tomatoes on a balcony?")
+        v.store.add_message(a.id, "assistant", "Use a large pot and full sun.")
+        b = v.store.create_conversation("Other")
+        v.store.add_message(b.id, "user", "Unrelated text")
+    app = BastionApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app)
+        await pilot.press("ctrl+f")
+        await pilot.pause(0.1)
+        await type_text(pilot, "tomatoes")
+        await pilot.press("enter")
+        await settle(pilot, app)
+        await pilot.pause(0.2)
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert app.session.conversation is not None
+        assert app.session.conversation.id == a.id
+        texts = [b.text for b in app.screen.query(MessageBox)]
+        assert "How do I grow tomatoes on a balcony?" in texts
+
+
+async def test_lock_clears_and_requires_passphrase(vault_with_settings: Path) -> None:
+    """Locking drops the key and every decrypted widget, and asks for the passphrase."""
+    with Vault.open(vault_with_settings, PW) as v:
+        c = v.store.create_conversation("Secret plans")
+        v.store.add_message(c.id, "user", "the secret message")
+    app = BastionApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app)
+        await pilot.click("#conversations")
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert app.screen.query(MessageBox)
+        await pilot.press("ctrl+l")
+        await settle(pilot, app)
+        assert isinstance(app.screen, UnlockScreen) and not app.screen.first_run
+        assert not app.session.unlocked and app.session.thread == []
+        assert all(not isinstance(s, ChatScreen) for s in app.screen_stack)
+        assert not app.screen.query(MessageBox)
+        await unlock(pilot, app)
+        assert isinstance(app.screen, ChatScreen)
+
+
+async def test_idle_auto_lock(vault_with_settings: Path) -> None:
+    """With a short idle delay set, the app locks itself after that delay."""
+    with Vault.open(vault_with_settings, PW) as v:
+        v.store.set_setting("app", {"auto_lock_minutes": 0.02})  # 1.2 s
+    app = BastionApp()
+    unlocked_at: list[float] = []
+
+    def hook(message: object) -> None:
+        if isinstance(message, UnlockScreen.Unlocked):
+            unlocked_at.append(time.monotonic())
+
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await pilot.click("#pass1")
+        await type_text(pilot, PW)
+        await pilot.press("enter")
+        end = time.monotonic() + 20
+        while not unlocked_at and time.monotonic() < end:
+            await pilot.pause(0.05)
+        assert unlocked_at, "never unlocked"
+        while app.session.unlocked and time.monotonic() < end:
+            await pilot.pause(0.05)
+        locked_after = time.monotonic() - unlocked_at[0]
+        assert not app.session.unlocked
+        assert locked_after >= 1.2
+        await settle(pilot, app)
+        assert isinstance(app.screen, UnlockScreen)
