@@ -72,9 +72,7 @@ def load_engine(info: ModelInfo, load: LoadSettings | None = None) -> Engine:
 
 
 def to_chat(messages: Sequence[Message]) -> list[ChatMessage]:
-    return [
-        ChatMessage(role=m.role, content=m.content, pinned=m.pinned, id=m.id) for m in messages
-    ]
+    return [ChatMessage(role=m.role, content=m.content, pinned=m.pinned, id=m.id) for m in messages]
 
 
 def build_messages(

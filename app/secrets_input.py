@@ -20,7 +20,9 @@ def _read_fd(fd: int) -> bytearray:
         try:
             b = os.read(fd, 1)
         except OSError as exc:
-            raise PassphraseError(f"cannot read the passphrase from fd {fd}: {exc.strerror}") from None
+            raise PassphraseError(
+                f"cannot read the passphrase from fd {fd}: {exc.strerror}"
+            ) from None
         if not b or b == b"\n":
             break
         chunks += b

@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import llama_cpp  # noqa: E402
+import llama_cpp
 
-from models.discovery import embedded_model_path  # noqa: E402
-from models.engine import ChatMessage, Engine  # noqa: E402
-from models.settings import LoadSettings, SamplingSettings  # noqa: E402
+from models.discovery import embedded_model_path
+from models.engine import ChatMessage, Engine
+from models.settings import LoadSettings, SamplingSettings
 
 PROMPT = (
     "The following is a long, careful history of the river towns of the north, written for "
@@ -62,8 +62,10 @@ def raw_round(engine: Engine, tokens: list[int], n_decode: int) -> tuple[float, 
         n_batch = engine.load_settings.n_batch
         for i in range(0, len(tokens), n_batch):
             chunk = min(n_batch, len(tokens) - i)
-            ptr = ctypes.cast(ctypes.addressof(arr) + i * ctypes.sizeof(llama_cpp.llama_token),
-                              ctypes.POINTER(llama_cpp.llama_token))
+            ptr = ctypes.cast(
+                ctypes.addressof(arr) + i * ctypes.sizeof(llama_cpp.llama_token),
+                ctypes.POINTER(llama_cpp.llama_token),
+            )
             if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(ptr, chunk)) != 0:
                 raise RuntimeError("llama_decode failed")
         token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
@@ -121,7 +123,7 @@ def main() -> None:
     n = args.tokens
     for i in range(args.rounds):
         # Alternate which side goes first, so drift in machine state cancels out.
-        for side in (("engine", "raw") if i % 2 == 0 else ("raw", "engine")):
+        for side in ("engine", "raw") if i % 2 == 0 else ("raw", "engine"):
             if side == "engine":
                 pp, tg, n = engine_round(engine, args.tokens)
                 eng_pp.append(pp)

@@ -25,18 +25,58 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sqlcipher3  # noqa: E402
+import sqlcipher3
 
-from storage.crypto import KdfParams  # noqa: E402
-from storage.store import Store  # noqa: E402
-from storage.vault import REQUIRED_PRAGMAS, Vault  # noqa: E402
+from storage.crypto import KdfParams
+from storage.store import Store
+from storage.vault import REQUIRED_PRAGMAS, Vault
 
-WORDS = (
-    "patient dose kidney blood pressure contract lease tenant employer notice clause "
-    "symptom fever infection antibiotic allergy heart lung liver court appeal evidence "
-    "witness privacy data consent record invoice payment deadline meeting review draft "
-    "river mountain garden kitchen window letter summary question answer reason result"
-).split()
+WORDS = [
+    "patient",
+    "dose",
+    "kidney",
+    "blood",
+    "pressure",
+    "contract",
+    "lease",
+    "tenant",
+    "employer",
+    "notice",
+    "clause",
+    "symptom",
+    "fever",
+    "infection",
+    "antibiotic",
+    "allergy",
+    "heart",
+    "lung",
+    "liver",
+    "court",
+    "appeal",
+    "evidence",
+    "witness",
+    "privacy",
+    "data",
+    "consent",
+    "record",
+    "invoice",
+    "payment",
+    "deadline",
+    "meeting",
+    "review",
+    "draft",
+    "river",
+    "mountain",
+    "garden",
+    "kitchen",
+    "window",
+    "letter",
+    "summary",
+    "question",
+    "answer",
+    "reason",
+    "result",
+]
 
 
 def sentence(rng: random.Random) -> str:
@@ -82,8 +122,18 @@ def run_side(store: Store, n_insert: int, n_search: int, seed: int) -> dict[str,
         store.add_messages(c.id, [("user", sentence(rng), None) for _ in range(batch)])
         remaining -= batch
     store.purge()
-    queries = ["kidney dose", "lease notice", "w123", "fever antibiotic", "privacy consent",
-               "court appeal evidence", "garden", "w4999 river", "invoice deadline", "blood"]
+    queries = [
+        "kidney dose",
+        "lease notice",
+        "w123",
+        "fever antibiotic",
+        "privacy consent",
+        "court appeal evidence",
+        "garden",
+        "w4999 river",
+        "invoice deadline",
+        "blood",
+    ]
     store.search("warm up")
     searches = [timed(lambda q=q: store.search(q, limit=50)) for q in queries for _ in range(3)]
     return {
@@ -123,12 +173,18 @@ def main() -> None:
         "search_100k_max_ms": round(enc["search_max_ms"], 1),
     }
     print(f"{'':34}{'vault':>10}{'plain':>10}{'ratio':>8}")
-    print(f"{'insert 10,000 messages (s)':34}{result['insert_s']:>10}"
-          f"{result['plain_insert_s']:>10}{result['insert_ratio']:>8}")
-    print(f"{'load 1,000-message thread (ms)':34}{result['load_ms']:>10}"
-          f"{result['plain_load_ms']:>10}{result['load_ratio']:>8}")
-    print(f"{'search 100,000 messages (ms)':34}{result['search_100k_ms']:>10}"
-          f"{result['plain_search_100k_ms']:>10}{result['search_ratio']:>8}")
+    print(
+        f"{'insert 10,000 messages (s)':34}{result['insert_s']:>10}"
+        f"{result['plain_insert_s']:>10}{result['insert_ratio']:>8}"
+    )
+    print(
+        f"{'load 1,000-message thread (ms)':34}{result['load_ms']:>10}"
+        f"{result['plain_load_ms']:>10}{result['load_ratio']:>8}"
+    )
+    print(
+        f"{'search 100,000 messages (ms)':34}{result['search_100k_ms']:>10}"
+        f"{result['plain_search_100k_ms']:>10}{result['search_ratio']:>8}"
+    )
     print(json.dumps(result))
 
 

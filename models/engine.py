@@ -280,9 +280,7 @@ class Engine:
             if len(tokens) <= limit:
                 return kept, dropped, tokens
             droppable = [
-                i
-                for i in keep[:-1]
-                if messages[i].role != "system" and not messages[i].pinned
+                i for i in keep[:-1] if messages[i].role != "system" and not messages[i].pinned
             ]
             if not droppable:
                 raise ContextOverflowError(
@@ -325,7 +323,7 @@ class Engine:
             raise EngineError("nothing to answer: no messages")
         reserve = min(sampling.max_tokens, self.n_ctx // 2)
         with self._lock:
-            kept, dropped, tokens = self.fit(messages, reserve)
+            _, dropped, tokens = self.fit(messages, reserve)
         stats = TurnStats(
             prompt_tokens=len(tokens),
             context_size=self.n_ctx,

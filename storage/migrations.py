@@ -19,9 +19,9 @@ def _secure_fts(db: Database, table: str) -> None:
 
 @migrations()
 def m001_initial(db: Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["settings"].create({"key": str, "value": str}, pk="key")
-    db["conversations"].create(
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("settings").create({"key": str, "value": str}, pk="key")
+    db.table("conversations").create(
         {
             "id": str,
             "title": str,
@@ -40,7 +40,7 @@ def m001_initial(db: Database) -> None:
         not_null={"title", "created", "updated"},
         defaults={"pinned": 0, "imported": 0, "settings": "{}"},
     )
-    db["messages"].create(
+    db.table("messages").create(
         {
             "id": str,
             "conversation_id": str,
@@ -56,10 +56,10 @@ def m001_initial(db: Database) -> None:
         defaults={"pinned": 0},
         foreign_keys=[("conversation_id", "conversations", "id")],
     )
-    db["messages"].create_index(["conversation_id", "created"])
-    db["messages"].create_index(["parent_id"])
-    db["conversations"].create_index(["updated"])
-    db["packs"].create(
+    db.table("messages").create_index(["conversation_id", "created"])
+    db.table("messages").create_index(["parent_id"])
+    db.table("conversations").create_index(["updated"])
+    db.table("packs").create(
         {
             "id": str,
             "version": str,
@@ -71,11 +71,11 @@ def m001_initial(db: Database) -> None:
         pk="id",
         not_null={"version", "name", "source", "imported"},
     )
-    db["messages"].enable_fts(["content"], create_triggers=True, tokenize=_TOKENIZE)
-    db["conversations"].enable_fts(["title"], create_triggers=True, tokenize=_TOKENIZE)
+    db.table("messages").enable_fts(["content"], create_triggers=True, tokenize=_TOKENIZE)
+    db.table("conversations").enable_fts(["title"], create_triggers=True, tokenize=_TOKENIZE)
     _secure_fts(db, "messages_fts")
     _secure_fts(db, "conversations_fts")
-    db["meta"].insert({"key": "counter", "value": "0"})
+    db.table("meta").insert({"key": "counter", "value": "0"})
 
 
 def apply(db: Database) -> None:

@@ -85,8 +85,7 @@ class Store:
             text = str(exc)
             if "full" in text or "I/O" in text:
                 raise StoreError(
-                    "the disk is full or failing: the change was not saved (earlier data is "
-                    "intact)"
+                    "the disk is full or failing: the change was not saved (earlier data is intact)"
                 ) from exc
             raise StoreError(f"the change was not saved: {text}") from exc
 
@@ -160,7 +159,7 @@ class Store:
             "settings": json.dumps(settings or {}),
         }
         with self._tx() as db:
-            db["conversations"].insert(row)
+            db.table("conversations").insert(row)
         return self._conversation(row)
 
     def get_conversation(self, conversation_id: str) -> Conversation:
@@ -310,7 +309,7 @@ class Store:
                 "pinned": int(pinned),
                 "stats": json.dumps(stats) if stats is not None else None,
             }
-            db["messages"].insert(row)
+            db.table("messages").insert(row)
             db.execute(
                 "UPDATE conversations SET head_id = ?, updated = ? WHERE id = ?",
                 [row["id"], ts, conversation_id],
@@ -345,7 +344,7 @@ class Store:
                 }
                 rows.append(row)
                 parent = row["id"]
-            db["messages"].insert_all(rows, batch_size=500)
+            db.table("messages").insert_all(rows, batch_size=500)
             if rows:
                 db.execute(
                     "UPDATE conversations SET head_id = ?, updated = ? WHERE id = ?",
@@ -402,9 +401,7 @@ class Store:
                     [message_id],
                 )
             ]
-            db.execute(
-                f"DELETE FROM messages WHERE id IN ({','.join('?' * len(ids))})", ids
-            )
+            db.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(ids))})", ids)
             head = self._one(
                 "SELECT head_id FROM conversations WHERE id = ?", [msg["conversation_id"]]
             )
@@ -571,9 +568,7 @@ class Store:
                         [match, *rids],
                     ):
                         snippets[rid] = snip
-                title_rows = (
-                    [] if role else self._all(title_sql, [match, *conv_params, limit])
-                )
+                title_rows = [] if role else self._all(title_sql, [match, *conv_params, limit])
             except self._db_error as exc:
                 raise StoreError(f"search failed: {exc}") from exc
         for r in title_rows:
@@ -607,7 +602,7 @@ class Store:
 
     def save_pack(self, pack_id: str, version: str, name: str, source: str, signer: str | None):
         with self._tx() as db:
-            db["packs"].upsert(
+            db.table("packs").upsert(
                 {
                     "id": pack_id,
                     "version": version,
@@ -629,7 +624,9 @@ class Store:
     def list_packs(self) -> list[PackRecord]:
         with self.lock:
             rows = self._all("SELECT * FROM packs ORDER BY id")
-        return [PackRecord(**{**r, "imported": datetime.fromisoformat(r["imported"])}) for r in rows]
+        return [
+            PackRecord(**{**r, "imported": datetime.fromisoformat(r["imported"])}) for r in rows
+        ]
 
     def remove_pack(self, pack_id: str) -> None:
         with self._tx() as db:
@@ -647,7 +644,7 @@ class Store:
 
     def set_setting(self, key: str, value: Any) -> None:
         with self._tx() as db:
-            db["settings"].upsert({"key": key, "value": json.dumps(value)}, pk="key")
+            db.table("settings").upsert({"key": key, "value": json.dumps(value)}, pk="key")
 
     def all_settings(self) -> dict[str, Any]:
         with self.lock:

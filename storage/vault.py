@@ -381,9 +381,7 @@ class Vault:
         with self.store.lock:
             conn = self.store.conn
             problems = [str(r[0]) for r in conn.execute("PRAGMA cipher_integrity_check")]
-            problems += [
-                str(r[0]) for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"
-            ]
+            problems += [str(r[0]) for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
         return problems
 
     def pragma_problems(self) -> list[str]:

@@ -63,9 +63,7 @@ def bastion_cmd() -> list[str]:
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("BASTION_") and k not in ("HOME",)
+        k: v for k, v in os.environ.items() if not k.startswith("BASTION_") and k not in ("HOME",)
     }
     env.update(
         HOME=str(tmp_path / "home"),

@@ -52,8 +52,14 @@ def test_models_table(tmp_path: Path) -> None:
 def test_ask_streams_answer_and_stats(tmp_path: Path) -> None:
     """`ask` prints the answer to stdout and statistics to stderr with --stats."""
     proc = run(
-        tmp_path, "ask", "What is the capital of France?", "--temperature", "0",
-        "--max-tokens", "16", "--stats",
+        tmp_path,
+        "ask",
+        "What is the capital of France?",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+        "--stats",
     )
     assert proc.returncode == 0, proc.stderr
     assert "Paris" in proc.stdout
@@ -63,8 +69,9 @@ def test_ask_streams_answer_and_stats(tmp_path: Path) -> None:
 
 def test_ask_reads_stdin(tmp_path: Path) -> None:
     """`ask -` reads the question from stdin; same greedy answer as the argument form."""
-    a = run(tmp_path, "ask", "-", "--temperature", "0", "--max-tokens", "12",
-            stdin="Name a planet.")
+    a = run(
+        tmp_path, "ask", "-", "--temperature", "0", "--max-tokens", "12", stdin="Name a planet."
+    )
     b = run(tmp_path, "ask", "Name a planet.", "--temperature", "0", "--max-tokens", "12")
     assert a.returncode == 0 and a.stdout.strip() and a.stdout == b.stdout
 
@@ -113,7 +120,10 @@ def test_ask_runs_without_network(tmp_path: Path) -> None:
     assert unshare, "util-linux unshare is part of the base system"
     proc = subprocess.run(
         [unshare, "-n", *bastion_cmd(), "ask", "Say hi.", "--max-tokens", "8", "--stats"],
-        capture_output=True, text=True, env=cli_env(tmp_path), timeout=120,
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path),
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()

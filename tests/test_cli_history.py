@@ -37,15 +37,37 @@ def test_history_flow(tmp_path: Path) -> None:
     folder = tmp_path / "data" / "vault"
     assert (folder / "vault.hdr").exists() and oct(folder.stat().st_mode)[-3:] == "700"
     assert run(tmp_path, "init", *FAST).returncode != 0  # never overwrites
-    first = ok(run(tmp_path, "ask", "Name a large ocean.", "--save", "--temperature", "0",
-                   "--max-tokens", "12"))
+    first = ok(
+        run(
+            tmp_path,
+            "ask",
+            "Name a large ocean.",
+            "--save",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+        )
+    )
     assert first.stdout.strip()
     convs = json.loads(ok(run(tmp_path, "history", "list", "--json")).stdout)
     assert len(convs) == 1 and set(convs[0]) >= {"id", "title", "updated"}
     cid = convs[0]["id"]
     assert convs[0]["title"] == "Name a large ocean."
-    ok(run(tmp_path, "ask", "And a small sea?", "--continue", cid[:8], "--max-tokens", "12",
-           "--temperature", "0", "--stats"))
+    ok(
+        run(
+            tmp_path,
+            "ask",
+            "And a small sea?",
+            "--continue",
+            cid[:8],
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+            "--stats",
+        )
+    )
     shown = json.loads(ok(run(tmp_path, "history", "show", cid, "--json")).stdout)
     roles = [m["role"] for m in shown["messages"]]
     assert roles == ["user", "assistant", "user", "assistant"]
@@ -75,7 +97,11 @@ def test_passwd_and_passphrase_fd(tmp_path: Path) -> None:
     os.close(w)
     proc = subprocess.run(
         [*bastion_cmd(), "history", "list", "--passphrase-fd", str(r)],
-        capture_output=True, text=True, env=cli_env(tmp_path), pass_fds=(r,), timeout=60,
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path),
+        pass_fds=(r,),
+        timeout=60,
     )
     os.close(r)
     assert proc.returncode == 0, proc.stderr

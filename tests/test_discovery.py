@@ -95,7 +95,11 @@ def test_other_tools(tmp_path: Path, model_path: Path) -> None:
     man.parent.mkdir(parents=True)
     man.write_text(
         json.dumps(
-            {"layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": "sha256:abc"}]}
+            {
+                "layers": [
+                    {"mediaType": "application/vnd.ollama.image.model", "digest": "sha256:abc"}
+                ]
+            }
         )
     )
     lms = home / ".lmstudio/models/pub/repo"

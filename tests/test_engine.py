@@ -79,9 +79,7 @@ def test_cancel_stops_within_a_few_tokens(engine: Engine) -> None:
         SamplingSettings(temperature=0.8, max_tokens=400, seed=1),
         cancel=cancel,
     )
-    pieces = 0
-    for _ in gen:
-        pieces += 1
+    for pieces, _ in enumerate(gen, start=1):
         if pieces == 5:
             cancel.set()
     assert gen.stats.stop_reason is StopReason.CANCELLED

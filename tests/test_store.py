@@ -150,8 +150,9 @@ def test_settings_and_packs(store: Store) -> None:
 def test_failed_write_is_store_error(store: Store) -> None:
     """A database error during a write is a StoreError and leaves nothing half-written."""
     c = store.create_conversation("t")
-    store.conn.execute("CREATE TRIGGER boom BEFORE INSERT ON messages BEGIN "
-                       "SELECT RAISE(ABORT, 'nope'); END")
+    store.conn.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'nope'); END"
+    )
     with pytest.raises(StoreError, match="not saved"):
         store.add_message(c.id, "user", "x")
     assert store.get_conversation(c.id).head_id is None

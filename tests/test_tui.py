@@ -58,9 +58,7 @@ def vault_with_settings(private_dirs: Path) -> Path:
     """A vault (cheap KDF) whose answers are short and greedy."""
     folder = private_dirs / "data" / "vault"
     with Vault.create(folder, PW, FAST_KDF) as v:
-        v.store.set_setting(
-            "app", {"sampling": {"temperature": 0, "max_tokens": 24, "seed": 1}}
-        )
+        v.store.set_setting("app", {"sampling": {"temperature": 0, "max_tokens": 24, "seed": 1}})
     return folder
 
 

@@ -26,8 +26,14 @@ class BastionApp(App[None]):
     CSS_PATH = "bastion.tcss"
     TITLE = "Bastion"
     BINDINGS = [
-        Binding("ctrl+l", "lock", "Lock", id="app.lock", tooltip="Lock now: forget the key",
-                priority=True),
+        Binding(
+            "ctrl+l",
+            "lock",
+            "Lock",
+            id="app.lock",
+            tooltip="Lock now: forget the key",
+            priority=True,
+        ),
         Binding("f1", "help", "Help", id="app.help", tooltip="Show every key"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Quit Bastion", priority=True),
     ]
@@ -88,8 +94,16 @@ class BastionApp(App[None]):
             self.notify("Locked after inactivity.")
 
     async def on_event(self, event: events.Event) -> None:
-        if isinstance(event, (events.Key, events.MouseDown, events.MouseScrollDown,
-                              events.MouseScrollUp, events.Paste)):
+        if isinstance(
+            event,
+            (
+                events.Key,
+                events.MouseDown,
+                events.MouseScrollDown,
+                events.MouseScrollUp,
+                events.Paste,
+            ),
+        ):
             self.last_activity = time.monotonic()
         await super().on_event(event)
 
@@ -129,8 +143,9 @@ class BastionApp(App[None]):
         error = event.worker.error
         text = str(error).splitlines()[0] if error and str(error) else type(error).__name__
         titles = {"store": "Vault", "model": "Model", "generate": "Answer", "search": "Search"}
-        self.notify(text, title=titles.get(event.worker.group, "Error"), severity="error",
-                    timeout=8)
+        self.notify(
+            text, title=titles.get(event.worker.group, "Error"), severity="error", timeout=8
+        )
         if event.worker.group == "generate":
             chat = next((s for s in self.screen_stack if isinstance(s, ChatScreen)), None)
             if chat is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -12,21 +13,29 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message as TMessage
 from textual.screen import Screen
-from textual.widgets import Footer, Label, ListItem, ListView, Markdown, Static
+from textual.widgets import Footer, Label, ListView, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from models.discovery import ModelInfo
 from models.engine import TurnStats
 from storage.schema import Message, SearchHit
 from tui.dialogs import ConfirmScreen, ModelScreen, PromptScreen, SearchScreen, SettingsScreen
-from tui.widgets import Banner, Composer, ConversationItem, MessageBox, StatusBar
+from tui.widgets import (
+    Banner,
+    Composer,
+    ConversationItem,
+    MessageBox,
+    StatusBar,
+)
 
 if TYPE_CHECKING:
     from app.session import ChatSession, PendingTurn
 
 # How often streamed text is handed to the UI. Per-token UI updates halve generation speed on
-# 2 cores (../shared/FINDINGS.md); batching keeps the UI's share of the CPU small.
-STREAM_INTERVAL_S = 0.25
+# 2 cores (../shared/FINDINGS.md): the UI thread's CPU time is taken from llama.cpp's threads.
+# Each UI update costs a Textual layout and render pass (measured: tens of ms on the UI
+# thread); so the first text is shown at once, the rest in batches every STREAM_INTERVAL_S.
+STREAM_INTERVAL_S = 0.5
 
 
 class ChatScreen(Screen[None]):
@@ -35,16 +44,31 @@ class ChatScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="chat.stop", tooltip="Stop the answer being written"),
         Binding("ctrl+n", "new", "New", id="chat.new", tooltip="Start a new conversation"),
-        Binding("ctrl+g", "incognito", "Incognito", id="chat.incognito",
-                tooltip="New conversation that is never written to disk"),
-        Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate",
-                tooltip="Write the last answer again (the old one stays as a branch)"),
+        Binding(
+            "ctrl+g",
+            "incognito",
+            "Incognito",
+            id="chat.incognito",
+            tooltip="New conversation that is never written to disk",
+        ),
+        Binding(
+            "ctrl+r",
+            "regenerate",
+            "Regenerate",
+            id="chat.regenerate",
+            tooltip="Write the last answer again (the old one stays as a branch)",
+        ),
         Binding("ctrl+f", "search", "Search", id="chat.search", tooltip="Search all conversations"),
         Binding("ctrl+o", "models", "Model", id="chat.models", tooltip="Choose the model"),
         Binding("f2", "rename", "Rename", id="chat.rename", tooltip="Rename this conversation"),
         Binding("ctrl+t", "pin", "Pin", id="chat.pin", tooltip="Pin or unpin this conversation"),
-        Binding("ctrl+d", "delete", "Delete", id="chat.delete",
-                tooltip="Delete this conversation (asks first)"),
+        Binding(
+            "ctrl+d",
+            "delete",
+            "Delete",
+            id="chat.delete",
+            tooltip="Delete this conversation (asks first)",
+        ),
         Binding("f3", "settings", "Settings", id="chat.settings", tooltip="Settings"),
     ]
 
@@ -89,7 +113,7 @@ class ChatScreen(Screen[None]):
         self._turn: PendingTurn | None = None
         self._stream: MarkdownStream | None = None
         self._stream_box: MessageBox | None = None
-        self.first_token_at: float | None = None
+        self._render_lock = asyncio.Lock()
 
     @property
     def session(self) -> ChatSession:
@@ -138,21 +162,27 @@ class ChatScreen(Screen[None]):
         return None
 
     async def _render_sidebar(self) -> None:
-        lv = self.query_one("#conversations", ListView)
-        await lv.clear()
-        current = self.session.conversation
-        items = []
-        if self.session.incognito and current is not None:
-            items.append(ListItem(ConversationItem(current.id, "Incognito", pinned=False,
-                                                   incognito=True)))
-        for c in getattr(self, "_convs", []):
-            items.append(ListItem(ConversationItem(c.id, c.title, pinned=c.pinned)))
-        await lv.extend(items)
-        for i, item in enumerate(items):
-            if current is not None and item.query_one(ConversationItem).conv_id == current.id:
-                lv.index = i
+        async with self._render_lock:
+            lv = self.query_one("#conversations", ListView)
+            await lv.clear()
+            current = self.session.conversation
+            items = []
+            if self.session.incognito and current is not None:
+                items.append(
+                    ConversationItem(current.id, "Incognito", pinned=False, incognito=True)
+                )
+            for c in getattr(self, "_convs", []):
+                items.append(ConversationItem(c.id, c.title, pinned=c.pinned))
+            await lv.extend(items)
+            for i, item in enumerate(items):
+                if current is not None and item.conv_id == current.id:
+                    lv.index = i
 
     async def _render_thread(self) -> None:
+        async with self._render_lock:
+            await self._render_thread_locked()
+
+    async def _render_thread_locked(self) -> None:
         box = self.query_one("#messages", VerticalScroll)
         await box.remove_children()
         widgets = []
@@ -190,8 +220,9 @@ class ChatScreen(Screen[None]):
         banner = self.query_one("#banner", Banner)
         notes = []
         if self.session.incognito:
-            notes.append("🕶 Incognito: this conversation lives only in memory and is never "
-                         "written to disk.")
+            notes.append(
+                "🕶 Incognito: this conversation lives only in memory and is never written to disk."
+            )
         warning = getattr(self.session.vault, "rollback_warning", None)
         if warning:
             notes.append(f"⚠ {warning}")
@@ -263,7 +294,7 @@ class ChatScreen(Screen[None]):
             return
         pieces: list[str] = []
         batch: list[str] = []
-        last = time.monotonic()
+        last = 0.0  # the first piece is shown at once: time to first token is what users feel
         for piece in gen:
             pieces.append(piece)
             batch.append(piece)
@@ -279,8 +310,9 @@ class ChatScreen(Screen[None]):
 
     @on(Streamed)
     async def _streamed(self, event: Streamed) -> None:
-        if self._stream is not None:
-            await self._stream.write(event.text)
+        if self._stream is None or self._stream_box is None:
+            return
+        await self._stream.write(event.text)
 
     async def _end_stream(self) -> None:
         if self._stream is not None:
@@ -383,8 +415,8 @@ class ChatScreen(Screen[None]):
         if self.generating:
             self.notify("Stop the answer first (Esc).", severity="warning")
             return
-        item = event.item.query_one(ConversationItem)
-        if item.conv_id != "incognito":
+        item = event.item
+        if isinstance(item, ConversationItem) and item.conv_id != "incognito":
             self.open_conversation(item.conv_id)
 
     def action_models(self) -> None:

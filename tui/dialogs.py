@@ -92,8 +92,9 @@ class SearchScreen(_Dialog):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
             yield Label("Search every conversation", classes="dialog-title")
-            yield Input(placeholder="words to find (a trailing * matches a prefix)",
-                        id="search-input")
+            yield Input(
+                placeholder="words to find (a trailing * matches a prefix)", id="search-input"
+            )
             yield Label("", id="search-count")
             yield ListView(id="search-results")
 
@@ -176,8 +177,7 @@ class SettingsScreen(_Dialog):
     def _field(self, name: str, value: Any, doc: str | None) -> ComposeResult:
         with Grid(classes="field"):
             yield Label(name.replace("_", " "), classes="field-name")
-            yield Input("" if value is None else str(value), id=f"f-{name}",
-                        tooltip=doc or None)
+            yield Input("" if value is None else str(value), id=f"f-{name}", tooltip=doc or None)
             yield Label("", id=f"err-{name}", classes="field-error")
 
     def compose(self) -> ComposeResult:
@@ -188,13 +188,18 @@ class SettingsScreen(_Dialog):
                 for name in self.SAMPLING:
                     doc = SamplingSettings.model_fields[name].description
                     yield from self._field(name, getattr(self.sampling, name), doc)
-                yield Label("Model loading (applies when a model is next loaded)",
-                            classes="section")
+                yield Label(
+                    "Model loading (applies when a model is next loaded)", classes="section"
+                )
                 for name in self.LOAD:
                     yield from self._field(name, getattr(self.settings.load, name), None)
                 yield Label("App", classes="section")
-                yield Select([(t, t) for t in self.themes], value=self.settings.theme,
-                             id="f-theme", allow_blank=False)
+                yield Select(
+                    [(t, t) for t in self.themes],
+                    value=self.settings.theme,
+                    id="f-theme",
+                    allow_blank=False,
+                )
                 for name in self.APP:
                     yield from self._field(name, getattr(self.settings, name), None)
             with Horizontal(classes="dialog-buttons"):

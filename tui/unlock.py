@@ -117,8 +117,9 @@ class UnlockScreen(Screen[None]):
             self.post_message(self.UnlockFailed(str(exc)))
             return
         except Exception as exc:  # any vault problem: one line, retry possible
-            self.post_message(self.UnlockFailed(str(exc).splitlines()[0] if str(exc) else
-                                                type(exc).__name__))
+            self.post_message(
+                self.UnlockFailed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            )
             return
         finally:
             crypto.wipe(passphrase)

@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message as TMessage
 from textual.reactive import reactive
-from textual.widgets import Label, Markdown, Static, TextArea
+from textual.widgets import Label, ListItem, Markdown, Static, TextArea
 
 from storage.schema import Message
 
@@ -103,10 +103,12 @@ class Composer(TextArea):
     """The message editor: Enter sends, Ctrl+J inserts a newline."""
 
     BINDINGS = [
-        Binding("enter", "submit", "Send", id="composer.send", tooltip="Send the message",
-                priority=True),
-        Binding("ctrl+j", "newline", "Newline", id="composer.newline",
-                tooltip="Insert a line break"),
+        Binding(
+            "enter", "submit", "Send", id="composer.send", tooltip="Send the message", priority=True
+        ),
+        Binding(
+            "ctrl+j", "newline", "Newline", id="composer.newline", tooltip="Insert a line break"
+        ),
     ]
 
     class Submitted(TMessage):
@@ -178,13 +180,14 @@ class StatusBar(Static):
         return "  │  ".join(parts)
 
 
-class ConversationItem(Static):
+class ConversationItem(ListItem):
     """A conversation in the sidebar."""
 
-    def __init__(self, conv_id: str, title: str, *, pinned: bool, incognito: bool = False,
-                 **kw) -> None:
+    def __init__(
+        self, conv_id: str, title: str, *, pinned: bool, incognito: bool = False, **kw
+    ) -> None:
         mark = "📌 " if pinned else ("🕶 " if incognito else "")
-        super().__init__(f"{mark}{escape(title)}", **kw)
+        super().__init__(Static(f"{mark}{escape(title)}"), **kw)
         self.conv_id = conv_id
 
 

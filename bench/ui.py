@@ -1,0 +1,210 @@
+"""Is the UI ever the bottleneck? Two measurements in one run, headless.
+
+1. A fake engine yields 5,000 tokens as fast as it can into the chat view: how many tokens
+   per second the UI absorbs (until the last one is on screen), and the worst gap between
+   two ticks of the UI's event loop (a stalled frame).
+2. The real embedded model writes the same ~300-token answer through the app and through
+   `bastion ask` (alternating, 3 rounds): the app's decode speed over the CLI's.
+Prints a table, then, as the last line, one JSON object.
+
+    .venv/bin/python bench/ui.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from storage.crypto import KdfParams  # noqa: E402
+from storage.vault import Vault  # noqa: E402
+from tests.fakes import FakeEngine  # noqa: E402
+from tui.app import BastionApp  # noqa: E402
+from tui.chat import ChatScreen  # noqa: E402
+
+PW = "bench passphrase"
+PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm."
+TOKENS = 300
+
+
+class FrameClock:
+    """Records the largest gap between ticks of a 60 Hz timer on the UI's event loop."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.worst = 0.0
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.worst = max(self.worst, now - self.last)
+        self.last = now
+
+    def reset(self) -> None:
+        self.last = time.perf_counter()
+        self.worst = 0.0
+
+
+async def _unlock(pilot, app) -> None:
+    await pilot.click("#pass1")
+    for ch in PW:
+        await pilot.press("space" if ch == " " else ch)
+    await pilot.press("enter")
+    while not isinstance(app.screen, ChatScreen):
+        await pilot.pause(0.05)
+    await app.workers.wait_for_complete()
+    await pilot.pause(0.1)
+
+
+class Finished:
+    """A message hook that notes when an answer has been rendered and saved."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, message: object) -> None:
+        if isinstance(message, ChatScreen.GenerationFinished):
+            self.count += 1
+
+
+async def _send_and_wait(pilot, app, text: str, finished: Finished) -> float:
+    """Send ``text``; return the seconds until the answer is complete on screen."""
+    screen = app.screen
+    composer = screen.query_one("#composer")
+    composer.text = text
+    composer.focus()
+    before = finished.count
+    t0 = time.perf_counter()
+    await pilot.press("enter")
+    while finished.count == before or screen.generating:
+        await pilot.pause(0.05)
+    return time.perf_counter() - t0
+
+
+async def ui_absorb(data: Path, n_tokens: int) -> tuple[float, float]:
+    app = BastionApp()
+    clock = FrameClock()
+    finished = Finished()
+    async with app.run_test(size=(120, 40), message_hook=finished) as pilot:
+        await _unlock(pilot, app)
+        app.session.engine = FakeEngine(tokens=n_tokens, text="tok ")
+        app.set_interval(1 / 60, clock.tick)
+        await pilot.pause(0.1)
+        clock.reset()
+        seconds = await _send_and_wait(pilot, app, "stream please", finished)
+        worst = clock.worst
+        app.session.lock()
+    return n_tokens / seconds, worst
+
+
+async def app_decode(rounds_out: list[float], gens: list[int], gaps: list[float]) -> None:
+    app = BastionApp()
+    clock = FrameClock()
+    finished = Finished()
+    async with app.run_test(size=(120, 40), message_hook=finished) as pilot:
+        await _unlock(pilot, app)
+        app.set_interval(1 / 60, clock.tick)
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.1)
+        clock.reset()
+        await _send_and_wait(pilot, app, PROMPT, finished)
+        await app.workers.wait_for_complete()
+        stats = app.session.thread[-1].stats or {}
+        rounds_out.append(float(stats.get("decode_tokens_per_s", 0)))
+        gens.append(int(stats.get("generated_tokens", 0)))
+        gaps.append(clock.worst)
+
+
+def cli_decode(env: dict[str, str]) -> tuple[float, int]:
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "bastion"),
+            "ask",
+            PROMPT,
+            "--stats",
+            "--max-tokens",
+            str(TOKENS),
+            "--temperature",
+            "0",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    m = re.search(r"(\d+) generated.*?([\d.]+) tok/s", proc.stderr)
+    assert m, proc.stderr
+    return float(m.group(2)), int(m.group(1))
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["BASTION_DATA_DIR"] = str(Path(tmp) / "data")
+        os.environ["BASTION_CACHE_DIR"] = str(Path(tmp) / "cache")
+        folder = Path(tmp) / "data" / "vault"
+        with Vault.create(folder, PW, KdfParams(8 * 1024, 1)) as v:
+            v.store.set_setting(
+                "app",
+                {
+                    "auto_lock_minutes": 0,
+                    "sampling": {"temperature": 0, "max_tokens": TOKENS, "seed": 1},
+                },
+            )
+        absorbed, worst_fake = asyncio.run(ui_absorb(folder, 5000))
+        app_rates: list[float] = []
+        app_gens: list[int] = []
+        gaps: list[float] = []
+        cli_rates: list[float] = []
+        cli_gens: list[int] = []
+        env = dict(os.environ)
+        for _ in range(3):
+            asyncio.run(app_decode(app_rates, app_gens, gaps))
+            rate, n = cli_decode(env)
+            cli_rates.append(rate)
+            cli_gens.append(n)
+    med = statistics.median
+    model_rate = med(cli_rates)
+    result = {
+        "ui_tokens_per_s": round(absorbed, 1),
+        "model_tokens_per_s": round(model_rate, 1),
+        "ui_speedup_over_model": round(absorbed / model_rate, 1),
+        "worst_frame_gap_ms": round(max(worst_fake, *gaps) * 1000, 1),
+        "worst_frame_gap_fake_ms": round(worst_fake * 1000, 1),
+        "worst_frame_gap_model_ms": round(max(gaps) * 1000, 1),
+        "app_tokens_per_s": round(med(app_rates), 1),
+        "cli_tokens_per_s": round(model_rate, 1),
+        "app_over_cli_ratio": round(med(app_rates) / model_rate, 3),
+        "app_generated": app_gens,
+        "cli_generated": cli_gens,
+    }
+    print(
+        f"UI absorbs {result['ui_tokens_per_s']} tok/s from a fake engine "
+        f"({result['ui_speedup_over_model']}x the model's {result['model_tokens_per_s']})"
+    )
+    print(
+        f"worst frame gap: {result['worst_frame_gap_fake_ms']} ms (fake), "
+        f"{result['worst_frame_gap_model_ms']} ms (real model)"
+    )
+    print(f"{'decode tok/s':16}{'app':>10}{'cli':>10}")
+    for a, c in zip(app_rates, cli_rates, strict=True):
+        print(f"{'':16}{a:>10.1f}{c:>10.1f}")
+    print(
+        f"{'median':16}{result['app_tokens_per_s']:>10}{result['cli_tokens_per_s']:>10}"
+        f"   ratio {result['app_over_cli_ratio']}"
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
