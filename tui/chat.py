@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, ListView, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
+from app import offline
 from models.discovery import ModelInfo
 from models.engine import TurnStats
 from storage.schema import Message, SearchHit
@@ -134,8 +135,15 @@ class ChatScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#banner").display = False
         self.query_one("#composer", Composer).focus()
+        self._poll_guard()
+        self.set_interval(1.0, self._poll_guard)
         self.refresh_all()
         self.load_model()
+
+    def _poll_guard(self) -> None:
+        bar = self.query_one(StatusBar)
+        bar.guarded = offline.installed()
+        bar.blocked = offline.blocked_count()
 
     # -- reading --------------------------------------------------------------
 

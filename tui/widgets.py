@@ -151,6 +151,8 @@ class StatusBar(Static):
     """The model's context size in tokens."""
     blocked: reactive[int] = reactive(0)
     """Network attempts the offline guard refused."""
+    guarded: reactive[bool] = reactive(False)
+    """Whether the offline guard is installed in this process."""
     state: reactive[str] = reactive("")
     """What the app is doing (loading, generating...)."""
 
@@ -170,11 +172,12 @@ class StatusBar(Static):
             if frac >= self.WARN_AT:
                 gauge = f"[$warning]{gauge} nearly full[/]"
             parts.append(gauge)
-        parts.append(
-            "offline: 0 attempts blocked"
-            if not self.blocked
-            else f"[$error]offline: {self.blocked} attempts blocked[/]"
-        )
+        if not self.guarded:
+            parts.append("[$warning]offline guard not installed[/]")
+        elif self.blocked:
+            parts.append(f"[$error]offline: {self.blocked} attempts blocked[/]")
+        else:
+            parts.append("offline: 0 attempts blocked")
         if self.state:
             parts.append(f"[$accent]{escape(self.state)}[/]")
         return "  │  ".join(parts)

@@ -1,0 +1,24 @@
+"""The `bastion` console script: the offline guard goes in before anything else is imported."""
+
+from __future__ import annotations
+
+import faulthandler
+import resource
+import sys
+
+from app import offline
+
+
+def main() -> int:
+    offline.install()
+    # No core dumps: a dump of this process would hold decrypted conversations and keys.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Fatal errors print C and Python stacks (no locals, no content) to stderr, never a file.
+    faulthandler.enable(file=sys.stderr)
+    from app.cli import main as cli_main
+
+    return cli_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
