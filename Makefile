@@ -47,9 +47,10 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/ui.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

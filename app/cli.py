@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -270,8 +271,14 @@ def cmd_history(args: argparse.Namespace) -> int:
                 for m in msgs:
                     print(f"## {m.role} ({m.created:%Y-%m-%d %H:%M})\n\n{m.content}\n")
         elif args.action == "search":
+            conv_id = store.find_conversation(args.conversation).id if args.conversation else None
             hits = store.search(
-                args.query, conversation_id=args.conversation, pack_id=args.pack, role=args.role
+                args.query,
+                conversation_id=conv_id,
+                pack_id=args.pack,
+                role=args.role,
+                since=args.since,
+                until=args.until,
             )
             if args.json:
                 print(json.dumps([h.model_dump(mode="json") for h in hits]))
@@ -293,6 +300,13 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
 
 
 def _add_passphrase_fd(p: argparse.ArgumentParser) -> None:
@@ -364,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--conversation", metavar="ID")
     h.add_argument("--pack", metavar="ID")
     h.add_argument("--role", choices=["user", "assistant", "system"])
+    h.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="messages from this day")
+    h.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="messages before this day")
     h.add_argument("--json", action="store_true")
     _add_passphrase_fd(h)
     h = hsub.add_parser("delete", help="delete a conversation for good")

@@ -27,6 +27,9 @@ class AppSettings(BaseModel):
     clipboard_clear_seconds: int = Field(30, ge=0, le=3600)
     """Offer to clear the clipboard this many seconds after copying (0: never)."""
 
+    keymap: dict[str, str] = Field(default_factory=dict)
+    """Key remapping: binding id (as listed by F1, e.g. "chat.search") to keys ("ctrl+k")."""
+
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     """Default sampling for new conversations."""
 

@@ -75,6 +75,11 @@ def test_history_flow(tmp_path: Path) -> None:
     found = ok(run(tmp_path, "history", "search", "ocean")).stdout.splitlines()
     assert found and all(line.startswith(cid) for line in found)
     assert "[ocean]" in found[0].lower()
+    assert ok(run(tmp_path, "history", "search", "ocean", "--since", "2000-01-01")).stdout
+    assert ok(run(tmp_path, "history", "search", "ocean", "--until", "2000-01-01")).stdout == ""
+    assert ok(run(tmp_path, "history", "search", "ocean", "--role", "user")).stdout
+    bad_date = run(tmp_path, "history", "search", "ocean", "--since", "yesterday")
+    assert bad_date.returncode == 2 and len(bad_date.stderr.strip().splitlines()) == 1
     ok(run(tmp_path, "history", "rename", cid, "Seas"))
     assert json.loads(run(tmp_path, "history", "list", "--json").stdout)[0]["title"] == "Seas"
     bad = run(tmp_path, "history", "list", pw="nope")

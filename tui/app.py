@@ -61,8 +61,8 @@ class BastionApp(App[None]):
         settings = self.session.settings
         if settings.theme in self.available_themes:
             self.theme = settings.theme
-        if getattr(settings, "keymap", None):
-            self.set_keymap(settings.keymap)  # type: ignore[attr-defined]
+        if settings.keymap:
+            self.set_keymap(settings.keymap)
         self.last_activity = time.monotonic()
         self.switch_screen(ChatScreen())
         if self.session.purged_at_unlock:
