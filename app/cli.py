@@ -17,13 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from app import __version__, chat, paths
+from app import __version__, chat, paths, transfer
 from app.secrets_input import PassphraseError, read_passphrase
 from models.discovery import ModelInfo, NoModelError
 from models.engine import EngineError, TurnStats
 from models.gguf import GGUFError
 from models.settings import SamplingSettings
 from storage import crypto
+from storage import export as export_fmt
+from storage.export import ExportError
 from storage.store import StoreError
 from storage.vault import UnlockError, Vault, VaultError, VaultMissingError
 
@@ -299,6 +301,159 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export, verify, import, backup ------------------------------------------
+
+
+def _export_passphrase(args: argparse.Namespace, *, confirm: bool) -> str:
+    pw = read_passphrase(
+        fd=getattr(args, "export_passphrase_fd", None),
+        env="BASTION_EXPORT_PASSPHRASE",
+        prompt="Export passphrase: ",
+        confirm=confirm,
+    )
+    try:
+        return pw.decode("utf-8")
+    finally:
+        crypto.wipe(pw)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    with open_vault(args) as vault:
+        existing = transfer.vault_identity(vault.store)
+        if args.action == "new":
+            if existing is not None and not args.force:
+                raise ExportError("the vault already has an age identity (--force replaces it)")
+            vault.store.set_setting(transfer.IDENTITY_KEY, None)
+            identity = transfer.ensure_identity(vault.store)
+        else:
+            identity = existing
+            if identity is None:
+                raise ExportError("the vault has no age identity yet: run `bastion keys new`")
+        print(export_fmt.public_key(identity))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not args.all and not args.id:
+        raise UsageError("bastion export: give a conversation ID or --all")
+    if args.passphrase and args.recipient:
+        raise UsageError("bastion export: use --passphrase or --recipient, not both")
+    out = Path(args.out)
+    recipients = [export_fmt.parse_recipient(r) for r in args.recipient or []]
+    with open_vault(args) as vault:
+        ids = None if args.all else [vault.store.find_conversation(args.id).id]
+        doc, redaction = transfer.build_export(vault.store, ids, redact=args.redact)
+        if redaction is not None:
+            print(f"bastion: redacted {redaction.summary()}", file=sys.stderr)
+            if not args.yes and not _confirm("Export with these redactions?"):
+                print("bastion: export cancelled", file=sys.stderr)
+                return EXIT_ERROR
+        passphrase = _export_passphrase(args, confirm=True) if args.passphrase else None
+        if passphrase is None and not recipients:
+            identity = transfer.ensure_identity(vault.store)
+            recipients = [identity.to_public()]
+        plaintext = transfer.render(doc, args.format)
+    ciphertext = export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase)
+    export_fmt.write_encrypted(out, ciphertext)
+    n = len(doc["conversations"])
+    print(f"bastion: exported {n} conversation(s) to {out}", file=sys.stderr)
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    try:
+        with open("/dev/tty") as tty:
+            print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+            return tty.readline().strip().lower() in ("y", "yes")
+    except OSError:
+        raise UsageError("no terminal to confirm on: add --yes") from None
+
+
+def _decrypt_file(args: argparse.Namespace, vault: Vault | None) -> bytes:
+    """Decrypt an export in memory: with a passphrase (scrypt files), ``--identity``, or the
+    vault's own identity (``vault`` must then be open)."""
+    data = export_fmt.read_limited(Path(args.file), args.max_size)
+    header = export_fmt.read_header(data, max_work_factor=args.max_work_factor)
+    if "scrypt" in header.kinds:
+        return export_fmt.decrypt(
+            data,
+            passphrase=_export_passphrase(args, confirm=False),
+            max_work_factor=args.max_work_factor,
+        )
+    if args.identity:
+        identity = export_fmt.parse_identity(Path(args.identity).read_text())
+    else:
+        identity = transfer.vault_identity(vault.store) if vault is not None else None
+        if identity is None:
+            raise ExportError("no identity to decrypt with: give --identity FILE")
+    return export_fmt.decrypt(data, identities=[identity], max_work_factor=args.max_work_factor)
+
+
+def _needs_vault(args: argparse.Namespace) -> bool:
+    """Whether decrypting ``args.file`` needs the vault's own identity."""
+    if args.identity:
+        return False
+    data = export_fmt.read_limited(Path(args.file), args.max_size)
+    header = export_fmt.read_header(data, max_work_factor=args.max_work_factor)
+    return "scrypt" not in header.kinds
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if _needs_vault(args):
+        with open_vault(args) as vault:
+            plaintext = _decrypt_file(args, vault)
+    else:
+        plaintext = _decrypt_file(args, None)
+    result = transfer.verify(plaintext)
+    doc = result.document
+    print(f"{doc['format']} v{doc['version']}, exported {doc.get('exported', '?')}")
+    for conv, report in zip(doc.get("conversations", []), result.reports, strict=True):
+        model = (conv.get("model") or {}).get("name") or "unknown model"
+        status = "intact" if report.intact else "ALTERED"
+        line = f"- {conv.get('title')!r}: {report.messages} messages, {model}, {status}"
+        if not report.intact:
+            if report.altered_id:
+                line += f" at message {(report.first_altered or 0) + 1} (id {report.altered_id})"
+            else:
+                line += " (the chain head does not match)"
+        print(line)
+    if not result.intact:
+        print("bastion: the export was altered after it was made", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    with open_vault(args) as vault:
+        doc = export_fmt.parse_document(_decrypt_file(args, vault))
+        ids = transfer.import_conversations(vault.store, doc)
+    print(f"bastion: imported {len(ids)} conversation(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    with open_vault(args) as vault:
+        doc = transfer.build_backup(vault.store)
+        passphrase = _export_passphrase(args, confirm=True) if args.passphrase else None
+        recipients = []
+        if passphrase is None:
+            recipients = [transfer.ensure_identity(vault.store).to_public()]
+        plaintext = transfer.render(doc, "json")
+    export_fmt.write_encrypted(
+        Path(args.out), export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase)
+    )
+    print(f"bastion: backed up {len(doc['conversations'])} conversation(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    with open_vault(args) as vault:
+        doc = export_fmt.parse_document(_decrypt_file(args, vault))
+        n = transfer.restore_backup(vault.store, doc)
+    print(f"bastion: restored {n} conversation(s)", file=sys.stderr)
+    return 0
+
+
 # -- parser -------------------------------------------------------------------
 
 
@@ -394,6 +549,67 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--off", action="store_true")
     _add_passphrase_fd(h)
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("keys", help="the vault's own age identity for exports")
+    p.add_argument("action", choices=["new", "show"])
+    p.add_argument("--force", action="store_true", help="replace an existing identity")
+    _add_passphrase_fd(p)
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("export", help="write conversations to an encrypted (age) file")
+    p.add_argument("id", nargs="?", help="conversation id (or --all)")
+    p.add_argument("out", help="the file to write")
+    p.add_argument("--all", action="store_true", help="every conversation")
+    p.add_argument("--passphrase", action="store_true", help="encrypt with a passphrase")
+    p.add_argument(
+        "--recipient",
+        action="append",
+        metavar="KEY",
+        help="age (age1...) or ssh-ed25519 public key; repeatable",
+    )
+    p.add_argument("--format", choices=["md", "json"], default="md")
+    p.add_argument(
+        "--redact",
+        action="store_true",
+        help="replace e-mails, phone numbers, IDs, record numbers, birth dates",
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask to confirm redactions")
+    p.add_argument("--export-passphrase-fd", type=int, metavar="FD")
+    _add_passphrase_fd(p)
+    p.set_defaults(func=cmd_export)
+
+    for name, helptext, func in (
+        ("verify", "decrypt an export in memory and check its hash chain", cmd_verify),
+        ("import", "add the conversations of an export as new ones", cmd_import),
+        ("restore", "restore a backup into an empty vault", cmd_restore),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("file")
+        p.add_argument("--identity", metavar="FILE", help="an age identity file")
+        p.add_argument("--export-passphrase-fd", type=int, metavar="FD")
+        p.add_argument(
+            "--max-work-factor",
+            type=int,
+            default=export_fmt.DEFAULT_MAX_WORK_FACTOR,
+            metavar="N",
+            help="refuse scrypt work factors above 2^N",
+        )
+        p.add_argument(
+            "--max-size",
+            type=int,
+            default=export_fmt.DEFAULT_MAX_SIZE,
+            metavar="BYTES",
+            help="refuse larger files",
+        )
+        _add_passphrase_fd(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("backup", help="an encrypted backup of the whole vault")
+    p.add_argument("out")
+    p.add_argument("--passphrase", action="store_true", help="encrypt with a passphrase")
+    p.add_argument("--export-passphrase-fd", type=int, metavar="FD")
+    _add_passphrase_fd(p)
+    p.set_defaults(func=cmd_backup)
     return parser
 
 
@@ -414,6 +630,7 @@ _USER_ERRORS: tuple[type[Exception], ...] = (
     UnlockError,
     StoreError,
     PassphraseError,
+    ExportError,
     OSError,
 )
 

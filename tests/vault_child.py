@@ -2,6 +2,7 @@
 
 commits: add messages forever, printing each message's number after its commit returns.
 passwd:  flip the passphrase between A and B forever, printing which one is now in force.
+export:  write an encrypted export to the same file forever, printing after each.
 fill:    set a file-size limit, then write until the disk is "full"; print the error line.
 """
 
@@ -38,6 +39,15 @@ def main() -> None:
             v.change_passphrase(nxt, FAST)
             current = nxt
             print(current, flush=True)
+    elif mode == "export":
+        from storage import export as fmt
+
+        out = Path(sys.argv[3])
+        identity = fmt.parse_identity(Path(sys.argv[4]).read_text())
+        payload = ("export body " * 200_000).encode()
+        while True:
+            fmt.write_encrypted(out, fmt.encrypt(payload, recipients=[identity.to_public()]))
+            print("written", flush=True)
     elif mode == "fill":
         v = Vault.open(folder, "A")
         c = v.store.create_conversation("fill")

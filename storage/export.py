@@ -1,0 +1,359 @@
+"""Encrypted transcripts and backups: the age format, a hash chain, atomic writes.
+
+An export file is an age file (https://age-encryption.org/v1), so `age -d` opens it. Inside,
+format ``md`` (the default) is a Markdown transcript readable as is, ending with a fenced
+appendix that holds the full JSON document::
+
+    # Bastion transcript
+    ...the conversation, message by message...
+
+    ```json bastion-transcript
+    {"format": "bastion-transcript", "version": 1, ...}
+    ```
+
+Format ``json`` is the JSON document alone. The JSON carries every message with
+``content_sha256`` and ``chain`` = SHA-256 over the previous chain value and the message's
+canonical fields, and each conversation carries ``chain_head``: any edit of the content shows
+up as a broken chain at the first altered message.
+
+Decryption happens in memory only. Before a file reaches pyrage, its header is read here:
+scrypt work factors above ``max_work_factor`` and files above ``max_size`` are refused, so a
+hostile file cannot make Bastion spend gigabytes of memory or minutes of CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyrage
+
+from storage.files import atomic_write
+
+FORMAT = "bastion-transcript"
+BACKUP_FORMAT = "bastion-backup"
+VERSION = 1
+AGE_MAGIC = b"age-encryption.org/v1\n"
+DEFAULT_MAX_WORK_FACTOR = 20  # 2^20 scrypt: 1 GiB, a few seconds; age's own ceiling is 22
+DEFAULT_MAX_SIZE = 512 * 1024 * 1024
+APPENDIX_OPEN = "```json bastion-transcript\n"
+
+
+class ExportError(Exception):
+    """An export or import failed; the message is one line for the user."""
+
+
+class DecryptionError(ExportError):
+    """Wrong key or passphrase, or the file was damaged: one opaque error."""
+
+    def __init__(self) -> None:
+        super().__init__("cannot decrypt: wrong key or passphrase, or the file is damaged")
+
+
+class HostileFileError(ExportError):
+    """The file asks for more than Bastion will spend to open it."""
+
+
+# -- the hash chain ---------------------------------------------------------------
+
+
+def content_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def chain_step(previous: str, message: dict[str, Any]) -> str:
+    """The chain value of ``message`` following ``previous`` (hex)."""
+    canonical = json.dumps(
+        {
+            "prev": previous,
+            "id": message["id"],
+            "parent_id": message.get("parent_id"),
+            "role": message["role"],
+            "created": message["created"],
+            "content_sha256": content_sha256(message["content"]),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def seal_chain(messages: list[dict[str, Any]]) -> str:
+    """Add ``content_sha256`` and ``chain`` to each message in place; return the head."""
+    head = "0" * 64
+    for m in messages:
+        m["content_sha256"] = content_sha256(m["content"])
+        head = chain_step(head, m)
+        m["chain"] = head
+    return head
+
+
+@dataclass
+class ChainReport:
+    """What verification found in one conversation."""
+
+    title: str
+    messages: int
+    intact: bool
+    first_altered: int | None = None
+    """0-based index of the first message whose content or chain does not match."""
+    altered_id: str | None = None
+
+
+def verify_chain(conversation: dict[str, Any]) -> ChainReport:
+    messages = conversation.get("messages", [])
+    head = "0" * 64
+    for i, m in enumerate(messages):
+        expected = chain_step(head, m)
+        if m.get("content_sha256") != content_sha256(m["content"]) or m.get("chain") != expected:
+            return ChainReport(conversation.get("title", "?"), len(messages), False, i, m.get("id"))
+        head = expected
+    if conversation.get("chain_head") != head:
+        return ChainReport(
+            conversation.get("title", "?"), len(messages), False, len(messages), None
+        )
+    return ChainReport(conversation.get("title", "?"), len(messages), True)
+
+
+# -- redaction ------------------------------------------------------------------------
+
+REDACTIONS: list[tuple[str, re.Pattern[str]]] = [
+    ("EMAIL", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
+    (
+        "DOB",
+        re.compile(
+            r"\b(?:DOB|D\.O\.B\.|date of birth|born(?: on)?)[:\s]+"
+            r"(?:\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}|\d{1,2} \w+ \d{4}|\w+ \d{1,2},? \d{4})",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "RECORD",
+        re.compile(
+            r"\b(?:MRN|NHS|record|case|file|patient)\s*(?:no\.?|number|#|id)?[:\s#]*\d[\d-]{4,}\b",
+            re.IGNORECASE,
+        ),
+    ),
+    ("NATIONAL-ID", re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b[A-Z]{2}\d{6}[A-D]\b")),
+    ("PHONE", re.compile(r"(?<![\w-])\+?\d[\d ().-]{7,}\d\b")),
+]
+
+
+@dataclass
+class Redaction:
+    """Text with identifying patterns replaced by typed placeholders, and what was replaced."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    _seen: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def apply(self, text: str) -> str:
+        for kind, pattern in REDACTIONS:
+
+            def repl(m: re.Match[str], kind: str = kind) -> str:
+                key = (kind, m.group(0))
+                if key not in self._seen:
+                    self.counts[kind] = self.counts.get(kind, 0) + 1
+                    self._seen[key] = f"[{kind}-{self.counts[kind]}]"
+                return self._seen[key]
+
+            text = pattern.sub(repl, text)
+        return text
+
+    def summary(self) -> str:
+        if not self.counts:
+            return "nothing to redact"
+        return ", ".join(f"{n} {kind.lower()}" for kind, n in sorted(self.counts.items()))
+
+
+# -- documents ------------------------------------------------------------------------
+
+
+def transcript_document(conversations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON document for ``conversations`` (each with its messages), chains sealed."""
+    for conv in conversations:
+        conv["chain_head"] = seal_chain(conv["messages"])
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "exported": datetime.now(UTC).isoformat(timespec="seconds"),
+        "conversations": conversations,
+    }
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """The transcript as Markdown, with the JSON document as a fenced appendix."""
+    out = ["# Bastion transcript", "", f"Exported {doc['exported']}.", ""]
+    for conv in doc["conversations"]:
+        out += [f"## {conv['title']}", ""]
+        model = conv.get("model") or {}
+        pack = conv.get("pack") or {}
+        if model.get("name"):
+            out.append(f"Model: {model['name']} (SHA-256 {model.get('sha256') or 'unknown'})")
+        if pack.get("id"):
+            out.append(f"Pack: {pack['id']} {pack.get('version') or ''}".rstrip())
+            if pack.get("disclaimer"):
+                out += ["", f"> {pack['disclaimer']}"]
+        out.append("")
+        for m in conv["messages"]:
+            out += [f"### {m['role']} · {m['created']}", "", m["content"], ""]
+    body = json.dumps(doc, ensure_ascii=False, indent=1)
+    out += ["---", "", APPENDIX_OPEN + body, "```", ""]
+    return "\n".join(out)
+
+
+def parse_document(plaintext: bytes) -> dict[str, Any]:
+    """The JSON document inside a decrypted export (Markdown with appendix, or JSON)."""
+    try:
+        text = plaintext.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ExportError("not a Bastion export: the content is not UTF-8 text") from None
+    at = text.rfind(APPENDIX_OPEN)
+    if at != -1:
+        end = text.rfind("\n```")
+        text = text[at + len(APPENDIX_OPEN) : end if end > at else len(text)]
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise ExportError("not a Bastion export: no readable JSON document inside") from None
+    if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, BACKUP_FORMAT):
+        raise ExportError("not a Bastion export: unknown format")
+    if doc.get("version") != VERSION:
+        raise ExportError(f"export format version {doc.get('version')} is not supported")
+    return doc
+
+
+# -- age -------------------------------------------------------------------------------
+
+
+def parse_recipient(text: str) -> Any:
+    """An age X25519 (``age1...``) or SSH ed25519 public key."""
+    text = text.strip()
+    try:
+        if text.startswith("age1"):
+            return pyrage.x25519.Recipient.from_str(text)
+        if text.startswith("ssh-"):
+            return pyrage.ssh.Recipient.from_str(text)
+    except (pyrage.RecipientError, ValueError) as exc:
+        raise ExportError(f"not a valid recipient: {exc}") from None
+    raise ExportError("a recipient is an age public key (age1...) or an ssh-ed25519 key")
+
+
+def parse_identity(text: str) -> Any:
+    """An age identity (``AGE-SECRET-KEY-1...``) from an identity file's text."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("AGE-SECRET-KEY-"):
+            try:
+                return pyrage.x25519.Identity.from_str(line)
+            except (pyrage.IdentityError, ValueError):
+                break
+    raise ExportError("no age identity (AGE-SECRET-KEY-...) in that file")
+
+
+def encrypt(
+    plaintext: bytes, *, recipients: Sequence[Any] = (), passphrase: str | None = None
+) -> bytes:
+    try:
+        if passphrase is not None:
+            return bytes(pyrage.passphrase.encrypt(plaintext, passphrase))
+        return bytes(pyrage.encrypt(plaintext, list(recipients)))
+    except pyrage.EncryptError as exc:
+        raise ExportError(f"cannot encrypt: {exc}") from None
+
+
+@dataclass
+class AgeHeader:
+    """The stanzas of an age header, read without decrypting anything."""
+
+    kinds: list[str]
+    work_factor: int | None
+
+
+def read_header(data: bytes, *, max_work_factor: int = DEFAULT_MAX_WORK_FACTOR) -> AgeHeader:
+    """Check an age file's header before decryption.
+
+    Raises:
+        ExportError: not an age file (or armored, which Bastion does not read).
+        HostileFileError: an scrypt work factor above ``max_work_factor``.
+    """
+    if data.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----"):
+        raise ExportError("ASCII-armored age files are not supported; use binary age files")
+    if not data.startswith(AGE_MAGIC):
+        raise ExportError("not an age-encrypted file")
+    end = data.find(b"\n--- ")
+    if end == -1:
+        raise ExportError("damaged age file: the header does not end")
+    kinds = []
+    work = None
+    for line in data[len(AGE_MAGIC) : end].split(b"\n"):
+        if line.startswith(b"-> "):
+            parts = line[3:].split(b" ")
+            kind = parts[0].decode("ascii", "replace")
+            kinds.append(kind)
+            if kind == "scrypt":
+                try:
+                    work = int(parts[2])
+                except (IndexError, ValueError):
+                    raise ExportError("damaged age file: bad scrypt stanza") from None
+                if work > max_work_factor:
+                    raise HostileFileError(
+                        f"refusing to open: the file asks for scrypt work factor 2^{work} "
+                        f"(at most 2^{max_work_factor} is allowed)"
+                    )
+    return AgeHeader(kinds, work)
+
+
+def decrypt(
+    data: bytes,
+    *,
+    identities: Sequence[Any] = (),
+    passphrase: str | None = None,
+    max_work_factor: int = DEFAULT_MAX_WORK_FACTOR,
+) -> bytes:
+    """Decrypt in memory after checking the header. Nothing is written anywhere."""
+    header = read_header(data, max_work_factor=max_work_factor)
+    try:
+        if "scrypt" in header.kinds:
+            if passphrase is None:
+                raise ExportError("this file is encrypted with a passphrase: give --passphrase")
+            return bytes(pyrage.passphrase.decrypt(data, passphrase))
+        if not identities:
+            raise ExportError("no identity to decrypt with")
+        return bytes(pyrage.decrypt(data, list(identities)))
+    except pyrage.DecryptError:
+        raise DecryptionError() from None
+
+
+def read_limited(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+    """Read a file, refusing one larger than ``max_size``."""
+    size = path.stat().st_size
+    if size > max_size:
+        raise HostileFileError(
+            f"refusing to open: {path.name} is {size} bytes (at most {max_size} allowed)"
+        )
+    return path.read_bytes()
+
+
+def write_encrypted(path: Path, ciphertext: bytes) -> None:
+    """Write atomically (temp file in the same folder, fsync, rename): never partial."""
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder")
+    atomic_write(path, ciphertext, mode=0o600)
+
+
+def identity_text(identity: Any) -> str:
+    return str(identity)
+
+
+def new_identity() -> Any:
+    return pyrage.x25519.Identity.generate()
+
+
+def public_key(identity: Any) -> str:
+    return str(identity.to_public())
