@@ -37,7 +37,7 @@ def filled(n: int, text: str = "message") -> tuple[Store, str]:
     return store, c.id
 
 
-def roundtrip(store: Store, cid: str, form: str, **enc) -> dict:
+def roundtrip(store: Store, cid: str, form: str, **enc) -> tuple[dict, bytes]:
     doc, _ = transfer.build_export(store, [cid])
     blob = fmt.encrypt(transfer.render(doc, form), **enc)
     return doc, blob
@@ -53,7 +53,7 @@ def test_roundtrip_key_and_passphrase(n: int, form: str) -> None:
         ({"recipients": [identity.to_public()]}, {"identities": [identity]}),
         ({"passphrase": "pässwörd"}, {"passphrase": "pässwörd"}),
     ):
-        doc, blob = roundtrip(store, cid, form, **enc)
+        _, blob = roundtrip(store, cid, form, **enc)
         back = fmt.parse_document(fmt.decrypt(blob, **dec))
         assert transfer.verify(transfer.render(back, "json")).intact
         target = new_store()
