@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from app import chat, paths
+from app import chat, paths, transfer
 from app.settings import AppSettings
 from models.discovery import ModelInfo
 from models.engine import ChatMessage, Engine, Generation, StopReason
 from models.settings import SamplingSettings
 from storage import crypto
+from storage import export as export_fmt
 from storage.schema import Conversation, Message, SearchHit
 from storage.vault import Vault
 
@@ -209,6 +210,46 @@ class ChatSession:
         settings["sampling"] = sampling.model_dump()
         self.store.update_conversation(conv.id, settings=settings)
         self.conversation = self.store.get_conversation(conv.id)
+
+    # -- export and import ----------------------------------------------------
+
+    def redaction_preview(self, conversation_id: str) -> str:
+        _, redaction = transfer.build_export(self.store, [conversation_id], redact=True)
+        return redaction.summary() if redaction else "nothing to redact"
+
+    def export_conversation(
+        self,
+        conversation_id: str,
+        out: Path,
+        *,
+        passphrase: str | None = None,
+        recipients: list[str] | None = None,
+        form: str = "md",
+        redact: bool = False,
+    ) -> None:
+        """Encrypt a conversation to ``out`` (vault key by default); atomic, in memory."""
+        keys = [export_fmt.parse_recipient(r) for r in recipients or []]
+        if passphrase is None and not keys:
+            keys = [transfer.ensure_identity(self.store).to_public()]
+        doc, _ = transfer.build_export(self.store, [conversation_id], redact=redact)
+        blob = export_fmt.encrypt(
+            transfer.render(doc, form), recipients=keys, passphrase=passphrase
+        )
+        export_fmt.write_encrypted(out, blob)
+
+    def import_file(self, path: Path, passphrase: str | None = None) -> int:
+        """Add the conversations of an export as new ones; returns how many."""
+        data = export_fmt.read_limited(path)
+        header = export_fmt.read_header(data)
+        identity = None
+        if "scrypt" not in header.kinds:
+            identity = transfer.vault_identity(self.store)
+            if identity is None:
+                raise export_fmt.ExportError("this vault has no age identity to decrypt with")
+        plain = export_fmt.decrypt(
+            data, identities=[identity] if identity else [], passphrase=passphrase
+        )
+        return len(transfer.import_conversations(self.store, export_fmt.parse_document(plain)))
 
     # -- branches -------------------------------------------------------------
 

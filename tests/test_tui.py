@@ -228,3 +228,40 @@ async def test_idle_auto_lock(vault_with_settings: Path) -> None:
         assert locked_after >= 1.2
         await settle(pilot, app)
         assert isinstance(app.screen, UnlockScreen)
+
+
+async def test_export_dialog_and_import(vault_with_settings: Path, tmp_path: Path) -> None:
+    """Ctrl+E exports the open conversation with a passphrase; F4 imports it back."""
+    from storage import export as fmt
+
+    with Vault.open(vault_with_settings, PW) as v:
+        c = v.store.create_conversation("Notes for export")
+        v.store.add_message(c.id, "user", "Contact me at someone@example.org please")
+    out = tmp_path / "exported.age"
+    app = BastionApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app)
+        await pilot.click("#conversations")
+        await pilot.press("enter")
+        await settle(pilot, app)
+        await pilot.press("ctrl+e")
+        await settle(pilot, app)
+        screen = app.screen
+        assert "1 email" in str(screen.query_one("#exp-preview").render())
+        await pilot.click("#how-pass")
+        screen.query_one("#exp-pass1").value = "export secret"
+        screen.query_one("#exp-pass2").value = "export secret"
+        screen.query_one("#exp-redact").value = True
+        screen.query_one("#exp-path").value = str(out)
+        await pilot.click("#exp-go")
+        await settle(pilot, app)
+        plain = fmt.decrypt(out.read_bytes(), passphrase="export secret").decode()
+        assert "[EMAIL-1]" in plain and "someone@example.org" not in plain
+        await pilot.press("f4")
+        await pilot.pause(0.1)
+        app.screen.query_one("#imp-path").value = str(out)
+        app.screen.query_one("#imp-pass").value = "export secret"
+        await pilot.click("#imp-go")
+        await settle(pilot, app)
+        titles = [c.title for c in app.session.conversations()]
+        assert titles.count("Notes for export") == 2

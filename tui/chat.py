@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from textual import on, work
@@ -20,7 +21,15 @@ from app import offline
 from models.discovery import ModelInfo
 from models.engine import TurnStats
 from storage.schema import Message, SearchHit
-from tui.dialogs import ConfirmScreen, ModelScreen, PromptScreen, SearchScreen, SettingsScreen
+from tui.dialogs import (
+    ConfirmScreen,
+    ExportScreen,
+    ImportScreen,
+    ModelScreen,
+    PromptScreen,
+    SearchScreen,
+    SettingsScreen,
+)
 from tui.widgets import (
     Banner,
     Composer,
@@ -71,6 +80,20 @@ class ChatScreen(Screen[None]):
             tooltip="Delete this conversation (asks first)",
         ),
         Binding("f3", "settings", "Settings", id="chat.settings", tooltip="Settings"),
+        Binding(
+            "ctrl+e",
+            "export",
+            "Export",
+            id="chat.export",
+            tooltip="Export this conversation to an encrypted file",
+        ),
+        Binding(
+            "f4",
+            "import",
+            "Import",
+            id="chat.import",
+            tooltip="Import conversations from an encrypted export",
+        ),
     ]
 
     class Streamed(TMessage):
@@ -504,6 +527,53 @@ class ChatScreen(Screen[None]):
         self.session.save_settings(settings)  # type: ignore[arg-type]
         self.session.set_sampling(sampling)  # type: ignore[arg-type]
         self.app.call_from_thread(self.notify, "Settings saved")
+
+    def action_export(self) -> None:
+        cid = self._current_id()
+        if cid is None:
+            self.notify("Open a saved conversation to export it.", severity="warning")
+            return
+        self._prepare_export(cid)
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _prepare_export(self, cid: str) -> None:
+        preview = self.session.redaction_preview(cid)
+        conv = self.session.conversation
+        stem = "".join(ch if ch.isalnum() else "-" for ch in (conv.title if conv else "chat"))
+        default = str(Path.home() / f"bastion-{stem.strip('-')[:40] or 'chat'}.age")
+
+        def done(options: dict[str, Any] | None) -> None:
+            if options:
+                self._export(cid, options)
+
+        self.app.call_from_thread(self.app.push_screen, ExportScreen(default, preview), done)
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _export(self, cid: str, options: dict[str, Any]) -> None:
+        path = Path(options["path"]).expanduser()
+        self.session.export_conversation(
+            cid,
+            path,
+            passphrase=options["passphrase"],
+            recipients=options["recipients"],
+            form=options["form"],
+            redact=options["redact"],
+        )
+        self.app.call_from_thread(self.notify, f"Exported (encrypted) to {path}")
+
+    def action_import(self) -> None:
+        def done(result: tuple[str, str | None] | None) -> None:
+            if result:
+                self._import(*result)
+
+        self.app.push_screen(ImportScreen(), done)
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _import(self, path: str, passphrase: str | None) -> None:
+        n = self.session.import_file(Path(path).expanduser(), passphrase)
+        self._convs = self.session.conversations()
+        self.post_message(self.ThreadLoaded())
+        self.app.call_from_thread(self.notify, f"Imported {n} conversation(s)")
 
     # -- message actions ------------------------------------------------------
 

@@ -13,11 +13,14 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import (
     Button,
+    Checkbox,
     Input,
     Label,
     ListItem,
     ListView,
     OptionList,
+    RadioButton,
+    RadioSet,
     Select,
     Static,
 )
@@ -250,6 +253,113 @@ class SettingsScreen(_Dialog):
             return
         updated = updated.model_copy(update={"load": results["load"]})
         self.dismiss((updated, results["sampling"]))
+
+
+class ExportScreen(_Dialog):
+    """Choose how to encrypt an export; preview redactions. Dismisses with the options."""
+
+    def __init__(self, default_path: str, preview: str) -> None:
+        super().__init__()
+        self.default_path = default_path
+        self.preview = preview
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("Export this conversation (encrypted)", classes="dialog-title")
+            with RadioSet(id="exp-how"):
+                yield RadioButton("to this vault's own key", value=True, id="how-vault")
+                yield RadioButton("with a passphrase", id="how-pass")
+                yield RadioButton("to public keys (age1... or ssh-ed25519)", id="how-keys")
+            yield Input(placeholder="passphrase", password=True, id="exp-pass1")
+            yield Input(placeholder="repeat the passphrase", password=True, id="exp-pass2")
+            yield Input(
+                placeholder="age1... or ssh-ed25519 ..., separated by commas", id="exp-keys"
+            )
+            yield Select(
+                [("Markdown + JSON", "md"), ("JSON", "json")],
+                value="md",
+                id="exp-format",
+                allow_blank=False,
+            )
+            yield Checkbox(
+                "Redact e-mails, phones, IDs, record numbers, birth dates", id="exp-redact"
+            )
+            yield Label(f"Redaction would replace: {escape(self.preview)}", id="exp-preview")
+            yield Input(self.default_path, id="exp-path")
+            yield Label("", id="exp-error", classes="field-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Export", id="exp-go", variant="primary")
+                yield Button("Cancel", id="exp-cancel")
+
+    def on_mount(self) -> None:
+        self._how_changed()
+
+    @on(RadioSet.Changed)
+    def _how_changed(self) -> None:
+        how = self.query_one("#exp-how", RadioSet).pressed_button
+        mode = how.id if how is not None else "how-vault"
+        self.query_one("#exp-pass1").display = mode == "how-pass"
+        self.query_one("#exp-pass2").display = mode == "how-pass"
+        self.query_one("#exp-keys").display = mode == "how-keys"
+
+    @on(Button.Pressed, "#exp-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#exp-go")
+    def _go(self) -> None:
+        how = self.query_one("#exp-how", RadioSet).pressed_button
+        mode = how.id if how is not None else "how-vault"
+        error = self.query_one("#exp-error", Label)
+        options: dict[str, Any] = {
+            "path": self.query_one("#exp-path", Input).value.strip(),
+            "form": self.query_one("#exp-format", Select).value,
+            "redact": self.query_one("#exp-redact", Checkbox).value,
+            "passphrase": None,
+            "recipients": [],
+        }
+        if not options["path"]:
+            error.update("Give a file name.")
+            return
+        if mode == "how-pass":
+            p1 = self.query_one("#exp-pass1", Input).value
+            if not p1 or p1 != self.query_one("#exp-pass2", Input).value:
+                error.update("Enter the same passphrase twice.")
+                return
+            options["passphrase"] = p1
+        elif mode == "how-keys":
+            keys = [k.strip() for k in self.query_one("#exp-keys", Input).value.split(",")]
+            options["recipients"] = [k for k in keys if k]
+            if not options["recipients"]:
+                error.update("Give at least one public key.")
+                return
+        self.dismiss(options)
+
+
+class ImportScreen(_Dialog):
+    """Import an export file: its path, and its passphrase if it has one."""
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("Import conversations from an export", classes="dialog-title")
+            yield Input(placeholder="path of the .age file", id="imp-path")
+            yield Input(
+                placeholder="passphrase (only for passphrase exports)", password=True, id="imp-pass"
+            )
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Import", id="imp-go", variant="primary")
+                yield Button("Cancel", id="imp-cancel")
+
+    @on(Button.Pressed, "#imp-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#imp-go")
+    @on(Input.Submitted)
+    def _go(self) -> None:
+        path = self.query_one("#imp-path", Input).value.strip()
+        if path:
+            self.dismiss((path, self.query_one("#imp-pass", Input).value or None))
 
 
 class HelpScreen(_Dialog):
