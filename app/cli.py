@@ -454,6 +454,26 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from app import doctor
+
+    passphrase = None
+    if (vault_dir() / "vault.hdr").exists():
+        try:
+            passphrase = read_passphrase(fd=args.passphrase_fd)
+        except PassphraseError as exc:
+            print(f"bastion: {exc}; vault checks skipped", file=sys.stderr)
+    checks = doctor.run(passphrase)
+    if passphrase is None and (vault_dir() / "vault.hdr").exists():
+        checks.insert(1, doctor.Check("vault", doctor.WARN, "not unlocked: checks skipped"))
+    if args.json:
+        print(json.dumps([c.as_dict() for c in checks]))
+    else:
+        for c in checks:
+            print(f"{c.status:4}  {c.name}: {c.detail}")
+    return EXIT_ERROR if any(c.status == doctor.FAIL for c in checks) else 0
+
+
 # -- parser -------------------------------------------------------------------
 
 
@@ -603,6 +623,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _add_passphrase_fd(p)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("doctor", help="check the vault, files, offline guard, models, disk")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--passphrase-fd", type=int, metavar="FD")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("backup", help="an encrypted backup of the whole vault")
     p.add_argument("out")

@@ -32,6 +32,9 @@ from storage.store import Store
 HEADER_NAME = "vault.hdr"
 DB_NAME = "vault.db"
 LOCK_NAME = "vault.lock"
+VAULT_FILES = frozenset(
+    {HEADER_NAME, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", LOCK_NAME}
+)
 
 # Each is checked after it is set; a mismatch refuses the open.
 REQUIRED_PRAGMAS: dict[str, Any] = {

@@ -1,0 +1,189 @@
+"""`bastion doctor`: check the vault, the files, the guard, the models and the machine."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from app import chat, offline, paths
+from storage import crypto
+from storage.vault import VAULT_FILES, Vault, VaultError, file_mode_problems
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+
+@dataclass
+class Check:
+    """One line of the report."""
+
+    name: str
+    status: str
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def check_files(data: Path) -> list[Check]:
+    """Folder and file permissions, and anything in the data folder Bastion did not put there."""
+    checks = []
+    if not data.exists():
+        return [Check("data folder", WARN, f"{data} does not exist yet (run `bastion init`)")]
+    problems = []
+    if _mode(data) & 0o077:
+        problems.append(f"{data} is accessible by other users (want 0700)")
+    vault_dir = data / "vault"
+    if vault_dir.exists():
+        problems += file_mode_problems(vault_dir)
+    checks.append(
+        Check("permissions", FAIL if problems else OK, "; ".join(problems) or "0700 / 0600")
+    )
+    stray = []
+    for path in sorted(data.rglob("*")):
+        rel = path.relative_to(data)
+        if rel.parts[0] == "models":
+            continue  # the user's own GGUF files
+        if rel == Path("vault"):
+            continue
+        if rel.parts[0] == "vault" and len(rel.parts) == 2 and rel.name in VAULT_FILES:
+            continue
+        stray.append(str(rel))
+    checks.append(
+        Check(
+            "unexpected files",
+            FAIL if stray else OK,
+            ("not made by Bastion: " + ", ".join(stray[:5])) if stray else "none",
+        )
+    )
+    return checks
+
+
+def check_vault(vault: Vault) -> list[Check]:
+    checks = []
+    integrity = vault.integrity_problems()
+    checks.append(
+        Check(
+            "database integrity",
+            FAIL if integrity else OK,
+            "; ".join(integrity[:3]) or "integrity_check and cipher_integrity_check pass",
+        )
+    )
+    pragmas = vault.pragma_problems()
+    checks.append(
+        Check(
+            "pragmas",
+            FAIL if pragmas else OK,
+            "; ".join(pragmas)
+            or "secure_delete, temp_store=MEMORY, WAL, synchronous=FULL, FTS secure-delete",
+        )
+    )
+    if vault.rollback_warning:
+        checks.append(Check("rollback", WARN, vault.rollback_warning))
+    return checks
+
+
+def check_models(vault: Vault | None) -> list[Check]:
+    found = chat.find_models()
+    usable = [m for m in found if m.usable]
+    checks = [
+        Check(
+            "models",
+            OK if usable else FAIL,
+            f"{len(usable)} usable of {len(found)} found" if found else "no model found",
+        )
+    ]
+    if vault is None:
+        return checks
+    recorded = {
+        (c.model_name, c.model_sha256)
+        for c in vault.store.list_conversations()
+        if c.model_name and c.model_sha256
+    }
+    by_name = {m.name: m for m in usable}
+    changed = []
+    for name, sha in sorted(recorded):
+        info = by_name.get(name)
+        if info is not None and chat.model_sha256(info) != sha:
+            changed.append(name)
+    checks.append(
+        Check(
+            "model hashes",
+            FAIL if changed else OK,
+            ("changed since conversations used them: " + ", ".join(changed))
+            if changed
+            else f"{len(recorded)} recorded model(s) match or are absent",
+        )
+    )
+    return checks
+
+
+def check_guard() -> Check:
+    if not offline.installed():
+        return Check("offline guard", FAIL, "not installed in this process")
+    n = offline.blocked_count()
+    return Check(
+        "offline guard",
+        WARN if n else OK,
+        f"active, {n} attempt(s) blocked" + (f" (last: {offline.last_blocked()})" if n else ""),
+    )
+
+
+def check_llama() -> Check:
+    try:
+        import llama_cpp
+
+        info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+        features = [p.split("=")[0].split(":")[-1].strip() for p in info.split("|") if "= 1" in p]
+        return Check(
+            "llama.cpp",
+            OK,
+            f"llama-cpp-python {llama_cpp.__version__}; CPU: {', '.join(features) or info}",
+        )
+    except Exception as exc:  # a broken build is exactly what doctor should report
+        return Check("llama.cpp", FAIL, f"cannot load: {exc}")
+
+
+def check_disk(data: Path) -> Check:
+    where = data if data.exists() else data.parent
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    status = FAIL if free < 100e6 else WARN if free < 1e9 else OK
+    return Check("free disk", status, f"{free / 1e9:.1f} GB free in {where}")
+
+
+def run(passphrase: bytearray | None) -> list[Check]:
+    """Every check. With a passphrase the vault is unlocked for its own checks."""
+    data = paths.data_dir()
+    checks = [check_guard()]
+    vault = None
+    header = data / "vault" / "vault.hdr"
+    if header.exists() and passphrase is not None:
+        try:
+            vault = Vault.open(data / "vault", passphrase, accept_rollback=True)
+            checks.append(Check("vault header", OK, "unlocked; every header byte authenticated"))
+        except crypto.UnlockError as exc:
+            checks.append(Check("vault header", FAIL, str(exc)))
+        except VaultError as exc:
+            checks.append(Check("vault", FAIL, str(exc)))
+        finally:
+            crypto.wipe(passphrase)
+    elif not header.exists():
+        checks.append(Check("vault", WARN, "no vault yet (run `bastion init`)"))
+    try:
+        if vault is not None:
+            checks += check_vault(vault)
+        checks += check_files(data)
+        checks += check_models(vault)
+        checks.append(check_llama())
+        checks.append(check_disk(data))
+    finally:
+        if vault is not None:
+            vault.close()
+    return checks
