@@ -37,9 +37,14 @@ class UsageError(Exception):
     """A bad option or argument."""
 
 
+def printable(text: str) -> str:
+    """One line: control characters (newlines from user input included) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        raise UsageError(printable(f"{self.prog}: {message} (see --help)"))
 
 
 def _human_size(n: int) -> str:
@@ -670,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_app()
         return func(args)
     except UsageError as exc:
-        print(str(exc), file=sys.stderr)
+        print(printable(str(exc)), file=sys.stderr)
         return EXIT_USAGE
     except _USER_ERRORS as exc:
         print(f"bastion: {_one_line(exc)}", file=sys.stderr)
@@ -687,7 +692,7 @@ def _one_line(exc: BaseException) -> str:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror}{where}"
     text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]
+    return printable(text.splitlines()[0]) if text.strip() else type(exc).__name__
 
 
 def entry() -> NoReturn:

@@ -121,8 +121,9 @@ def import_conversations(store: Store, doc: dict[str, Any]) -> list[str]:
             f"(first at message {(broken[0].first_altered or 0) + 1})"
         )
     new_ids = []
-    for conv in doc.get("conversations", []):
-        new_ids.append(_add_conversation(store, conv, imported=True))
+    with store.transaction():  # all conversations or none
+        for conv in doc.get("conversations", []):
+            new_ids.append(_add_conversation(store, conv, imported=True))
     return new_ids
 
 
@@ -186,10 +187,13 @@ def restore_backup(store: Store, doc: dict[str, Any]) -> int:
         report = fmt.verify_chain(conv)
         if not report.intact:
             raise fmt.ExportError(f"refusing to restore: conversation {report.title!r} altered")
-    for conv in doc.get("conversations", []):
-        _add_conversation(store, conv, imported=False)
-    for pack in doc.get("packs", []):
-        store.save_pack(pack["id"], pack["version"], pack["name"], pack["source"], pack["signer"])
-    for key, value in (doc.get("settings") or {}).items():
-        store.set_setting(key, value)
+    with store.transaction():  # everything or nothing
+        for conv in doc.get("conversations", []):
+            _add_conversation(store, conv, imported=False)
+        for pack in doc.get("packs", []):
+            store.save_pack(
+                pack["id"], pack["version"], pack["name"], pack["source"], pack.get("signer")
+            )
+        for key, value in (doc.get("settings") or {}).items():
+            store.set_setting(key, value)
     return len(doc.get("conversations", []))

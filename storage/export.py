@@ -30,9 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyrage
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from storage.files import atomic_write
 
@@ -207,6 +208,61 @@ def render_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _iso(value: str) -> str:
+    datetime.fromisoformat(value)  # raises ValueError for anything else
+    return value
+
+
+IsoTime = Annotated[str, AfterValidator(_iso)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class ExportedMessage(_Strict):
+    """A message as exported (validated before anything is imported)."""
+
+    id: str = Field(min_length=1, max_length=200)
+    parent_id: str | None = None
+    role: str = Field(pattern="^(system|user|assistant)$")
+    content: str
+    created: IsoTime
+    pinned: bool = False
+    stats: dict[str, Any] = Field(default_factory=dict)
+    content_sha256: str | None = None
+    chain: str | None = None
+
+
+class ExportedConversation(_Strict):
+    id: str = Field(min_length=1, max_length=200)
+    title: str
+    created: IsoTime
+    model: dict[str, str | None] = Field(default_factory=dict)
+    pack: dict[str, str | None] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    pinned: bool = False
+    head_id: str | None = None
+    chain_head: str | None = None
+    messages: list[ExportedMessage] = Field(default_factory=list)
+
+
+class ExportedPack(_Strict):
+    id: str
+    version: str
+    name: str
+    source: str
+    signer: str | None = None
+
+
+class ExportedDocument(_Strict):
+    format: str
+    version: int
+    conversations: list[ExportedConversation] = Field(default_factory=list)
+    packs: list[ExportedPack] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 def parse_document(plaintext: bytes) -> dict[str, Any]:
     """The JSON document inside a decrypted export (Markdown with appendix, or JSON)."""
     try:
@@ -225,6 +281,12 @@ def parse_document(plaintext: bytes) -> dict[str, Any]:
         raise ExportError("not a Bastion export: unknown format")
     if doc.get("version") != VERSION:
         raise ExportError(f"export format version {doc.get('version')} is not supported")
+    try:
+        ExportedDocument.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ExportError(f"malformed export: {where}: {first['msg']}") from None
     return doc
 
 

@@ -89,6 +89,12 @@ class Store:
                 ) from exc
             raise StoreError(f"the change was not saved: {text}") from exc
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several store calls into one all-or-nothing transaction."""
+        with self._tx():
+            yield
+
     def _one(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
         cur = self.conn.execute(sql, params)
         row = cur.fetchone()
