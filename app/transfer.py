@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from storage import export as fmt
 from storage.schema import Conversation, Message
-from storage.store import Store
+from storage.store import NotFoundError, Store
 
 IDENTITY_KEY = "age_identity"
 
@@ -50,9 +51,11 @@ def conversation_dict(
     disclaimer = None
     if conv.pack_id:
         try:
-            disclaimer = store.get_pack(conv.pack_id).name
-        except Exception:  # a removed pack: the export still names its id and version
-            disclaimer = None
+            source = store.get_pack(conv.pack_id).source
+            value = tomllib.loads(source).get("disclaimer")
+            disclaimer = value if isinstance(value, str) else None
+        except (NotFoundError, tomllib.TOMLDecodeError):
+            disclaimer = None  # a removed pack: the export still names its id and version
     return {
         "id": conv.id,
         "title": redaction.apply(conv.title) if redaction else conv.title,

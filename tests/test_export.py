@@ -261,3 +261,44 @@ def test_not_an_export() -> None:
             fmt.decrypt(data, passphrase="x")
     with pytest.raises(fmt.ExportError):
         fmt.parse_document(json.dumps({"format": "other"}).encode())
+
+
+def test_ssh_ed25519_recipient() -> None:
+    """An ssh-ed25519 public key works as a recipient; its private key decrypts."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    store, cid = filled(2, "ssh")
+    _, blob = roundtrip(store, cid, "md", recipients=[fmt.parse_recipient(public)])
+    import pyrage
+
+    identity = pyrage.ssh.Identity.from_buffer(private)
+    assert b"ssh 1" in fmt.decrypt(blob, identities=[identity])
+
+
+def test_pack_disclaimer_in_export() -> None:
+    """A conversation that used a pack carries the pack's id, version and disclaimer."""
+    store = new_store()
+    store.save_pack(
+        "medical", "1.2.0", "Medical", 'id = "medical"\ndisclaimer = "Not medical advice."\n', None
+    )
+    c = store.create_conversation("Q", pack_id="medical", pack_version="1.2.0")
+    store.add_message(c.id, "user", "hello")
+    doc, _ = transfer.build_export(store, [c.id])
+    assert doc["conversations"][0]["pack"] == {
+        "id": "medical",
+        "version": "1.2.0",
+        "disclaimer": "Not medical advice.",
+    }
+    assert "> Not medical advice." in fmt.render_markdown(doc)

@@ -87,3 +87,7 @@ def test_cli_works_in_network_namespace(tmp_path: Path) -> None:
     assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 1
     found = run("history", "search", "color")
     assert found.returncode == 0 and found.stdout.strip()
+    out = tmp_path / "e.age"
+    exported = run("export", "--all", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert run("verify", str(out)).returncode == 0
