@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from app import __version__, chat, paths, transfer
 from app.secrets_input import PassphraseError, read_passphrase
@@ -322,6 +322,17 @@ def _export_passphrase(args: argparse.Namespace, *, confirm: bool) -> str:
         crypto.wipe(pw)
 
 
+def _encryption(
+    args: argparse.Namespace, vault: Vault, recipients: list[Any]
+) -> tuple[list[Any], str | None]:
+    """Recipients and passphrase for an export: a passphrase if asked, else the given
+    recipients, else the vault's own identity."""
+    passphrase = _export_passphrase(args, confirm=True) if args.passphrase else None
+    if passphrase is None and not recipients:
+        recipients = [transfer.ensure_identity(vault.store).to_public()]
+    return recipients, passphrase
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         existing = transfer.vault_identity(vault.store)
@@ -353,10 +364,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             if not args.yes and not _confirm("Export with these redactions?"):
                 print("bastion: export cancelled", file=sys.stderr)
                 return EXIT_ERROR
-        passphrase = _export_passphrase(args, confirm=True) if args.passphrase else None
-        if passphrase is None and not recipients:
-            identity = transfer.ensure_identity(vault.store)
-            recipients = [identity.to_public()]
+        recipients, passphrase = _encryption(args, vault, recipients)
         plaintext = transfer.render(doc, args.format)
     ciphertext = export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase)
     export_fmt.write_encrypted(out, ciphertext)
@@ -439,10 +447,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         doc = transfer.build_backup(vault.store)
-        passphrase = _export_passphrase(args, confirm=True) if args.passphrase else None
-        recipients = []
-        if passphrase is None:
-            recipients = [transfer.ensure_identity(vault.store).to_public()]
+        recipients, passphrase = _encryption(args, vault, [])
         plaintext = transfer.render(doc, "json")
     export_fmt.write_encrypted(
         Path(args.out), export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase)

@@ -14,7 +14,7 @@ import pytest
 
 from storage.vault import Vault
 from tests.conftest import FAST_KDF
-from tests.test_tui import PW, settle, type_text
+from tests.test_tui import PW, settle, unlock
 from tui.app import BastionApp
 
 SIZE = (110, 32)
@@ -60,10 +60,7 @@ def test_chat_screen(snap_compare, filled_vault: Path) -> None:
 
     async def run_before(pilot) -> None:
         app = pilot.app
-        await pilot.click("#pass1")
-        await type_text(pilot, PW)
-        await pilot.press("enter")
-        await settle(pilot, app)
+        await unlock(pilot, app)
         await pilot.click("#conversations")
         await pilot.press("down", "enter")
         await settle(pilot, app)
@@ -79,11 +76,7 @@ def test_help_screen(snap_compare, filled_vault: Path) -> None:
     """The help screen lists every key with its id."""
 
     async def run_before(pilot) -> None:
-        app = pilot.app
-        await pilot.click("#pass1")
-        await type_text(pilot, PW)
-        await pilot.press("enter")
-        await settle(pilot, app)
+        await unlock(pilot, pilot.app)
         await pilot.press("f1")
         await pilot.pause(0.2)
 
