@@ -648,14 +648,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_app() -> int:
-    """Start the terminal app (the default command)."""
-    from tui.app import BastionApp  # the UI is imported only when it is used
-
-    BastionApp().run()
-    return 0
-
-
 # Exceptions that are the user's to fix: one line, no traceback.
 _USER_ERRORS: tuple[type[Exception], ...] = (
     NoModelError,
@@ -670,7 +662,13 @@ _USER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _no_app() -> int:
+    raise UsageError("bastion: give a command (the chat app starts from the `bastion` script)")
+
+
+def main(argv: Sequence[str] | None = None, run_app: Callable[[], int] = _no_app) -> int:
+    """Run the CLI. ``run_app`` starts the terminal app when no command is given; it is
+    passed in by tui.launch so that the core never imports the UI."""
     os.umask(0o077)
     parser = build_parser()
     try:

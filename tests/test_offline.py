@@ -53,10 +53,10 @@ def test_guard_blocks_and_counts() -> None:
 def test_cli_installs_guard_first() -> None:
     """The console script installs the guard before importing the rest of Bastion."""
     code = (
-        "import sys; from app import entry, offline; "
+        "import sys; from tui import launch; from app import offline; "
         "sys.argv=['bastion','--version']; "
         "import contextlib, io\n"
-        "try:\n    entry.main()\nexcept SystemExit:\n    pass\n"
+        "try:\n    launch.main()\nexcept SystemExit:\n    pass\n"
         "print(offline.installed())"
     )
     proc = subprocess.run(

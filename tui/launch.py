@@ -1,4 +1,8 @@
-"""The `bastion` console script: the offline guard goes in before anything else is imported."""
+"""The `bastion` console script: the offline guard goes in before anything else is imported.
+
+It lives in tui/ because it starts the app: the core (app/, models/, storage/) never imports
+the UI; the CLI receives the app launcher from here.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,15 @@ def main() -> int:
     faulthandler.enable(file=sys.stderr)
     from app.cli import main as cli_main
 
-    return cli_main()
+    return cli_main(run_app=run_app)
+
+
+def run_app() -> int:
+    """Start the terminal app (the default command)."""
+    from tui.app import BastionApp
+
+    BastionApp().run()
+    return 0
 
 
 if __name__ == "__main__":
