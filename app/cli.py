@@ -382,11 +382,20 @@ def _confirm(question: str) -> bool:
         raise UsageError("no terminal to confirm on: add --yes") from None
 
 
-def _decrypt_file(args: argparse.Namespace, vault: Vault | None) -> bytes:
+def _read_export(args: argparse.Namespace) -> tuple[bytes, export_fmt.AgeHeader]:
+    """The file's bytes (size-limited) and its checked age header, read once."""
+    data = export_fmt.read_limited(Path(args.file), args.max_size)
+    return data, export_fmt.read_header(data, max_work_factor=args.max_work_factor)
+
+
+def _decrypt_file(
+    args: argparse.Namespace,
+    vault: Vault | None,
+    data: bytes,
+    header: export_fmt.AgeHeader,
+) -> bytes:
     """Decrypt an export in memory: with a passphrase (scrypt files), ``--identity``, or the
     vault's own identity (``vault`` must then be open)."""
-    data = export_fmt.read_limited(Path(args.file), args.max_size)
-    header = export_fmt.read_header(data, max_work_factor=args.max_work_factor)
     if "scrypt" in header.kinds:
         return export_fmt.decrypt(
             data,
@@ -402,21 +411,13 @@ def _decrypt_file(args: argparse.Namespace, vault: Vault | None) -> bytes:
     return export_fmt.decrypt(data, identities=[identity], max_work_factor=args.max_work_factor)
 
 
-def _needs_vault(args: argparse.Namespace) -> bool:
-    """Whether decrypting ``args.file`` needs the vault's own identity."""
-    if args.identity:
-        return False
-    data = export_fmt.read_limited(Path(args.file), args.max_size)
-    header = export_fmt.read_header(data, max_work_factor=args.max_work_factor)
-    return "scrypt" not in header.kinds
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    if _needs_vault(args):
+    data, header = _read_export(args)
+    if "scrypt" not in header.kinds and not args.identity:  # needs the vault's own identity
         with open_vault(args) as vault:
-            plaintext = _decrypt_file(args, vault)
+            plaintext = _decrypt_file(args, vault, data, header)
     else:
-        plaintext = _decrypt_file(args, None)
+        plaintext = _decrypt_file(args, None, data, header)
     result = transfer.verify(plaintext)
     doc = result.document
     print(f"{doc['format']} v{doc['version']}, exported {doc.get('exported', '?')}")
@@ -437,8 +438,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    data, header = _read_export(args)
     with open_vault(args) as vault:
-        doc = export_fmt.parse_document(_decrypt_file(args, vault))
+        doc = export_fmt.parse_document(_decrypt_file(args, vault, data, header))
         ids = transfer.import_conversations(vault.store, doc)
     print(f"bastion: imported {len(ids)} conversation(s)", file=sys.stderr)
     return 0
@@ -457,8 +459,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    data, header = _read_export(args)
     with open_vault(args) as vault:
-        doc = export_fmt.parse_document(_decrypt_file(args, vault))
+        doc = export_fmt.parse_document(_decrypt_file(args, vault, data, header))
         n = transfer.restore_backup(vault.store, doc)
     print(f"bastion: restored {n} conversation(s)", file=sys.stderr)
     return 0

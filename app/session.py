@@ -322,9 +322,10 @@ class ChatSession:
         idx = max((i for i, m in enumerate(self.thread) if m.role == "user"), default=None)
         if idx is None:
             return None
+        # Show the branch the new answer extends; a saved old answer stays a branch (in
+        # incognito, nothing is kept, so it is simply dropped).
         upto = self.thread[: idx + 1]
-        if self.incognito:
-            self.thread = upto
+        self.thread = upto
         return self._turn(upto, upto[-1].id)
 
     def generate(self, turn: PendingTurn) -> Generation:

@@ -26,7 +26,7 @@ from typing import Any
 import sqlcipher3
 
 from storage import crypto
-from storage.files import atomic_write, fsync_dir
+from storage.files import atomic_write
 from storage.store import Store
 
 HEADER_NAME = "vault.hdr"
@@ -429,5 +429,4 @@ __all__ = [
     "VaultLockedError",
     "VaultMissingError",
     "file_mode_problems",
-    "fsync_dir",
 ]

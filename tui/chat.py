@@ -417,11 +417,6 @@ class ChatScreen(Screen[None]):
     def _regenerate(self) -> None:
         turn = self.session.regenerate()
         if turn is not None:
-            if not self.session.incognito:
-                # Show the branch the new answer will extend (the old answer stays a branch).
-                self.session.thread = list(self.session.thread)
-                idx = next(i for i, m in enumerate(self.session.thread) if m.id == turn.parent_id)
-                self.session.thread = self.session.thread[: idx + 1]
             self.app.call_from_thread(self._begin, turn)
 
     def action_search(self) -> None:
