@@ -6,6 +6,7 @@ import atexit
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from app import paths
 from models.discovery import HashCache, ModelInfo, choose, discover
@@ -113,11 +114,15 @@ def start_conversation(
     sampling: SamplingSettings | None = None,
     *,
     system: str | None = None,
+    pack_id: str | None = None,
+    pack_version: str | None = None,
 ) -> Conversation:
     conv = store.create_conversation(
         title_for(question),
         model_name=info.name if info else None,
         model_sha256=model_sha256(info) if info else None,
+        pack_id=pack_id,
+        pack_version=pack_version,
         settings={"sampling": (sampling or SamplingSettings()).model_dump()},
     )
     if system:
@@ -130,9 +135,17 @@ def save_turn(
     conversation_id: str,
     question: str,
     answer_text: str,
-    stats: TurnStats,
+    stats: TurnStats | None,
+    *,
+    user_stats: dict[str, Any] | None = None,
+    answer_extra: dict[str, Any] | None = None,
 ) -> tuple[Message, Message]:
-    """Store the user's question and the answer (with its statistics) on the shown branch."""
-    q = store.add_message(conversation_id, "user", question)
-    a = store.add_message(conversation_id, "assistant", answer_text, stats=stats.model_dump())
+    """Store the user's question and the answer (with its statistics) on the shown branch.
+
+    ``user_stats`` (sources, safety rules) goes with the question; ``answer_extra`` is merged
+    into the answer's statistics."""
+    with store.transaction():
+        q = store.add_message(conversation_id, "user", question, stats=user_stats or None)
+        a_stats = {**(stats.model_dump(mode="json") if stats else {}), **(answer_extra or {})}
+        a = store.add_message(conversation_id, "assistant", answer_text, stats=a_stats)
     return q, a

@@ -12,12 +12,27 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from app import __version__, chat, paths, transfer
+from app import __version__, chat, cli_packs, pack_chat, paths, transfer
+from app.cli_common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    add_passphrase_fd,
+    confirm,
+    decrypt_file,
+    encryption,
+    open_vault,
+    printable,
+    read_export,
+    vault_dir,
+)
+from app.packs import Pack, PackError, TemplateError
 from app.secrets_input import PassphraseError, read_passphrase
 from models.discovery import ModelInfo, NoModelError
 from models.engine import EngineError, TurnStats
@@ -26,25 +41,9 @@ from models.settings import SamplingSettings
 from storage import crypto
 from storage import export as export_fmt
 from storage.export import ExportError
+from storage.schema import Message
 from storage.store import StoreError
-from storage.vault import UnlockError, Vault, VaultError, VaultMissingError
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A bad option or argument."""
-
-
-def printable(text: str) -> str:
-    """One line: control characters (newlines from user input included) shown escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(printable(f"{self.prog}: {message} (see --help)"))
+from storage.vault import UnlockError, Vault, VaultError, memory_store
 
 
 def _human_size(n: int) -> str:
@@ -54,10 +53,6 @@ def _human_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"  # pragma: no cover
-
-
-def vault_dir() -> Path:
-    return paths.data_dir() / "vault"
 
 
 # -- models -------------------------------------------------------------------
@@ -93,7 +88,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 # -- ask ----------------------------------------------------------------------
 
 
-def _sampling(args: argparse.Namespace) -> SamplingSettings:
+def _sampling(args: argparse.Namespace, base: SamplingSettings | None = None) -> SamplingSettings:
     values = {
         k: v
         for k, v in {
@@ -104,7 +99,7 @@ def _sampling(args: argparse.Namespace) -> SamplingSettings:
         if v is not None
     }
     try:
-        return SamplingSettings(**values)
+        return SamplingSettings(**{**(base.model_dump() if base else {}), **values})
     except ValueError as exc:
         raise UsageError(f"bastion ask: {_first_error(exc)}") from None
 
@@ -130,64 +125,146 @@ def format_stats(stats: TurnStats) -> str:
     return line
 
 
-@contextlib.contextmanager
-def open_vault(args: argparse.Namespace) -> Iterator[Vault]:
-    folder = vault_dir()
-    if not (folder / "vault.hdr").exists():
-        raise VaultMissingError(f"no vault in {folder}; create one with `bastion init`")
-    pw = read_passphrase(fd=getattr(args, "passphrase_fd", None))
-    try:
-        vault = Vault.open(folder, pw, accept_rollback=getattr(args, "accept_rollback", False))
-    finally:
-        crypto.wipe(pw)
-    if vault.rollback_warning:
-        print(f"bastion: warning: {vault.rollback_warning}", file=sys.stderr)
-    try:
-        yield vault
-    finally:
-        vault.close()
-
-
-def cmd_ask(args: argparse.Namespace) -> int:
+def _question(args: argparse.Namespace, pack: Pack | None) -> str:
+    if args.template:
+        if pack is None:
+            raise UsageError("bastion ask: --template needs --pack")
+        values = {}
+        for item in args.var or []:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise UsageError(f"bastion ask: --var {item!r} is not NAME=VALUE")
+            values[name.strip()] = value
+        return pack.template(args.template).render(values)
+    if args.question is None:
+        raise UsageError("bastion ask: give a question (or --template with --pack)")
     question = sys.stdin.read() if args.question == "-" else args.question
     if not question.strip():
         raise UsageError("bastion ask: the question is empty")
-    sampling = _sampling(args)
+    return question
+
+
+def _transient(question: str, stats: dict[str, Any] | None) -> Message:
+    """The question as a message that is not (yet) stored."""
+    return Message(
+        id="pending",
+        conversation_id="pending",
+        parent_id=None,
+        role="user",
+        content=question,
+        created=datetime.now(UTC),
+        stats=stats or None,
+    )
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
     info = chat.pick_model(args.model)
     with contextlib.ExitStack() as stack:
-        vault = stack.enter_context(open_vault(args)) if (args.save or args.cont) else None
-        history = []
+        needs_vault = bool(args.save or args.cont or args.pack)
+        vault = None
+        if needs_vault and (vault_dir() / "vault.hdr").exists():
+            vault = stack.enter_context(open_vault(args))
+        elif args.save or args.cont:
+            stack.enter_context(open_vault(args))  # raises: no vault
+        # Without a vault, built-in packs work from a memory-only store (nothing on disk).
+        store = vault.store if vault is not None else (memory_store() if args.pack else None)
+        history: list[Message] = []
         conv = None
+        pack_id = args.pack
         if vault is not None and args.cont:
             conv = vault.store.find_conversation(args.cont)
             history = vault.store.thread(conv.id)
+            if conv.pack_id and pack_id and pack_id != conv.pack_id:
+                raise UsageError(f"bastion ask: that conversation uses pack {conv.pack_id}")
+            pack_id = pack_id or conv.pack_id
+        pack = None
+        if pack_id:
+            assert store is not None
+            pack_chat.install_builtins(store)
+            pack = pack_chat.get(store, pack_id).pack
+        question = _question(args, pack)
+        sampling = _sampling(args, pack.sampling if pack else None)
         engine = chat.load_engine(info)
-        messages = chat.build_messages(question, system=args.system, history=history)
-        gen = chat.answer(engine, messages, sampling)
-        pieces = []
-        try:
-            for piece in gen:
-                pieces.append(piece)
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            gen.stats.stop_reason = gen.stats.stop_reason.CANCELLED
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-        if args.stats:
-            print(format_stats(gen.stats), file=sys.stderr)
-        elif gen.stats.dropped_messages:
-            print(
-                f"bastion: {len(gen.stats.dropped_messages)} older messages did not fit the "
-                "context and were left out",
-                file=sys.stderr,
+        if pack is not None and engine.n_ctx < pack.min_context:
+            raise UsageError(
+                f"bastion ask: pack {pack.id} needs a context of {pack.min_context} tokens; "
+                f"the model is loaded with {engine.n_ctx}"
             )
-        if vault is not None:
+        grounded = pack_chat.GroundedTurn()
+        if pack is not None:
+            assert store is not None
+            grounded = pack_chat.check_question(
+                store, pack, question, lambda t: len(engine.tokenize(t))
+            )
+            for notice in grounded.notices:
+                if notice.action == "caution":
+                    print(f"[caution] {notice.message}\n")
+        stats = None
+        extra: dict[str, Any] = {}
+        if grounded.response is not None:
+            text = grounded.response
+            print(text)
+            extra = {"fixed_response": True, "safety": grounded.user_stats.get("safety", [])}
+        else:
+            if pack is not None:
+                messages = pack_chat.model_messages(
+                    pack, [*history, _transient(question, grounded.user_stats)]
+                )
+            else:
+                messages = chat.build_messages(question, system=args.system, history=history)
+            gen = chat.answer(engine, messages, sampling)
+            stats = gen.stats
+            pieces = []
+            try:
+                for piece in gen:
+                    pieces.append(piece)
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            except KeyboardInterrupt:
+                gen.stats.stop_reason = gen.stats.stop_reason.CANCELLED
+            sys.stdout.write("\n")
+            text = "".join(pieces)
+            if pack is not None:
+                sources = grounded.user_stats.get("sources", [])
+                if sources:
+                    print(f"\nSources: {pack_chat.sources_line(sources)}")
+                    extra["sources"] = [
+                        {k: s[k] for k in ("n", "ref_id", "title", "source")} for s in sources
+                    ]
+                notices = pack_chat.answer_notices(pack, text)
+                for notice in notices:
+                    print(f"\n[caution] {notice.message}")
+                if notices:
+                    extra["safety"] = [n.as_dict() for n in notices]
+            sys.stdout.flush()
+            if args.stats:
+                print(format_stats(gen.stats), file=sys.stderr)
+            elif gen.stats.dropped_messages:
+                print(
+                    f"bastion: {len(gen.stats.dropped_messages)} older messages did not fit the "
+                    "context and were left out",
+                    file=sys.stderr,
+                )
+        if vault is not None and (args.save or args.cont):
             if conv is None:
                 conv = chat.start_conversation(
-                    vault.store, question, info, sampling, system=args.system
+                    vault.store,
+                    question,
+                    info,
+                    sampling,
+                    system=None if pack else args.system,
+                    pack_id=pack.id if pack else None,
+                    pack_version=pack.version if pack else None,
                 )
-            chat.save_turn(vault.store, conv.id, question, "".join(pieces), gen.stats)
+            chat.save_turn(
+                vault.store,
+                conv.id,
+                question,
+                text,
+                stats,
+                user_stats=grounded.user_stats,
+                answer_extra=extra,
+            )
             print(f"bastion: saved in conversation {conv.id}", file=sys.stderr)
     return 0
 
@@ -309,30 +386,6 @@ def cmd_history(args: argparse.Namespace) -> int:
 # -- export, verify, import, backup ------------------------------------------
 
 
-def _export_passphrase(args: argparse.Namespace, *, confirm: bool) -> str:
-    pw = read_passphrase(
-        fd=getattr(args, "export_passphrase_fd", None),
-        env="BASTION_EXPORT_PASSPHRASE",
-        prompt="Export passphrase: ",
-        confirm=confirm,
-    )
-    try:
-        return pw.decode("utf-8")
-    finally:
-        crypto.wipe(pw)
-
-
-def _encryption(
-    args: argparse.Namespace, vault: Vault, recipients: list[Any]
-) -> tuple[list[Any], str | None]:
-    """Recipients and passphrase for an export: a passphrase if asked, else the given
-    recipients, else the vault's own identity."""
-    passphrase = _export_passphrase(args, confirm=True) if args.passphrase else None
-    if passphrase is None and not recipients:
-        recipients = [transfer.ensure_identity(vault.store).to_public()]
-    return recipients, passphrase
-
-
 def cmd_keys(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         existing = transfer.vault_identity(vault.store)
@@ -361,10 +414,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         doc, redaction = transfer.build_export(vault.store, ids, redact=args.redact)
         if redaction is not None:
             print(f"bastion: redacted {redaction.summary()}", file=sys.stderr)
-            if not args.yes and not _confirm("Export with these redactions?"):
+            if not args.yes and not confirm("Export with these redactions?"):
                 print("bastion: export cancelled", file=sys.stderr)
                 return EXIT_ERROR
-        recipients, passphrase = _encryption(args, vault, recipients)
+        recipients, passphrase = encryption(args, vault, recipients)
         plaintext = transfer.render(doc, args.format)
     ciphertext = export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase)
     export_fmt.write_encrypted(out, ciphertext)
@@ -373,51 +426,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirm(question: str) -> bool:
-    try:
-        with open("/dev/tty") as tty:
-            print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
-            return tty.readline().strip().lower() in ("y", "yes")
-    except OSError:
-        raise UsageError("no terminal to confirm on: add --yes") from None
-
-
-def _read_export(args: argparse.Namespace) -> tuple[bytes, export_fmt.AgeHeader]:
-    """The file's bytes (size-limited) and its checked age header, read once."""
-    data = export_fmt.read_limited(Path(args.file), args.max_size)
-    return data, export_fmt.read_header(data, max_work_factor=args.max_work_factor)
-
-
-def _decrypt_file(
-    args: argparse.Namespace,
-    vault: Vault | None,
-    data: bytes,
-    header: export_fmt.AgeHeader,
-) -> bytes:
-    """Decrypt an export in memory: with a passphrase (scrypt files), ``--identity``, or the
-    vault's own identity (``vault`` must then be open)."""
-    if "scrypt" in header.kinds:
-        return export_fmt.decrypt(
-            data,
-            passphrase=_export_passphrase(args, confirm=False),
-            max_work_factor=args.max_work_factor,
-        )
-    if args.identity:
-        identity = export_fmt.parse_identity(Path(args.identity).read_text())
-    else:
-        identity = transfer.vault_identity(vault.store) if vault is not None else None
-        if identity is None:
-            raise ExportError("no identity to decrypt with: give --identity FILE")
-    return export_fmt.decrypt(data, identities=[identity], max_work_factor=args.max_work_factor)
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    data, header = _read_export(args)
+    data, header = read_export(args)
     if "scrypt" not in header.kinds and not args.identity:  # needs the vault's own identity
         with open_vault(args) as vault:
-            plaintext = _decrypt_file(args, vault, data, header)
+            plaintext = decrypt_file(args, vault, data, header)
     else:
-        plaintext = _decrypt_file(args, None, data, header)
+        plaintext = decrypt_file(args, None, data, header)
     result = transfer.verify(plaintext)
     doc = result.document
     print(f"{doc['format']} v{doc['version']}, exported {doc.get('exported', '?')}")
@@ -438,9 +453,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    data, header = _read_export(args)
+    data, header = read_export(args)
     with open_vault(args) as vault:
-        doc = export_fmt.parse_document(_decrypt_file(args, vault, data, header))
+        doc = export_fmt.parse_document(decrypt_file(args, vault, data, header))
         ids = transfer.import_conversations(vault.store, doc)
     print(f"bastion: imported {len(ids)} conversation(s)", file=sys.stderr)
     return 0
@@ -449,7 +464,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         doc = transfer.build_backup(vault.store)
-        recipients, passphrase = _encryption(args, vault, [])
+        recipients, passphrase = encryption(args, vault, [])
         plaintext = transfer.render(doc, "json")
     export_fmt.write_encrypted(
         Path(args.out), export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase)
@@ -459,9 +474,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    data, header = _read_export(args)
+    data, header = read_export(args)
     with open_vault(args) as vault:
-        doc = export_fmt.parse_document(_decrypt_file(args, vault, data, header))
+        doc = export_fmt.parse_document(decrypt_file(args, vault, data, header))
         n = transfer.restore_backup(vault.store, doc)
     print(f"bastion: restored {n} conversation(s)", file=sys.stderr)
     return 0
@@ -497,29 +512,14 @@ def _date(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
 
 
-def _add_passphrase_fd(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--passphrase-fd",
-        type=int,
-        metavar="FD",
-        help="read the vault passphrase from this file descriptor (else $BASTION_PASSPHRASE, "
-        "else the terminal)",
-    )
-    p.add_argument(
-        "--accept-rollback",
-        action="store_true",
-        help="open even if the database and its header are from different points in time",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="bastion",
         description="A private AI assistant: a local model and an encrypted vault. "
         "Nothing leaves this machine. Without a command, the chat app starts.",
     )
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("models", help="list the models found on this machine")
     p.add_argument("--model", metavar="PATH", help="also describe this GGUF file")
@@ -527,9 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("ask", help="ask one question; the answer streams to stdout")
-    p.add_argument("question", help="the question, or - to read it from stdin")
+    p.add_argument("question", nargs="?", help="the question, or - to read it from stdin")
     p.add_argument("--model", metavar="NAME|PATH", help="model name (see `models`) or GGUF path")
     p.add_argument("--system", metavar="TEXT", help="system prompt")
+    p.add_argument("--pack", metavar="ID", help="answer with a domain pack (see `packs list`)")
+    p.add_argument("--template", metavar="ID", help="use a template of the pack")
+    p.add_argument("--var", action="append", metavar="NAME=VALUE", help="a template variable")
     p.add_argument("--max-tokens", type=int, metavar="N")
     p.add_argument("--temperature", type=float, metavar="T")
     p.add_argument("--seed", type=int, metavar="N")
@@ -538,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--continue", dest="cont", metavar="ID", help="continue a saved conversation (saves)"
     )
-    _add_passphrase_fd(p)
+    add_passphrase_fd(p)
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("init", help="create the encrypted vault")
@@ -548,19 +551,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("passwd", help="change the vault passphrase")
-    _add_passphrase_fd(p)
+    add_passphrase_fd(p)
     p.add_argument("--new-passphrase-fd", type=int, metavar="FD")
     p.set_defaults(func=cmd_passwd)
 
     p = sub.add_parser("history", help="list, show, search, delete, rename conversations")
-    hsub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    hsub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
     h = hsub.add_parser("list", help="conversations, pinned first, newest first")
     h.add_argument("--json", action="store_true")
-    _add_passphrase_fd(h)
+    add_passphrase_fd(h)
     h = hsub.add_parser("show", help="print a conversation")
     h.add_argument("id")
     h.add_argument("--json", action="store_true")
-    _add_passphrase_fd(h)
+    add_passphrase_fd(h)
     h = hsub.add_parser("search", help="full-text search over every message and title")
     h.add_argument("query")
     h.add_argument("--conversation", metavar="ID")
@@ -569,24 +572,24 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="messages from this day")
     h.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="messages before this day")
     h.add_argument("--json", action="store_true")
-    _add_passphrase_fd(h)
+    add_passphrase_fd(h)
     h = hsub.add_parser("delete", help="delete a conversation for good")
     h.add_argument("id")
-    _add_passphrase_fd(h)
+    add_passphrase_fd(h)
     h = hsub.add_parser("rename", help="rename a conversation")
     h.add_argument("id")
     h.add_argument("title")
-    _add_passphrase_fd(h)
+    add_passphrase_fd(h)
     h = hsub.add_parser("pin", help="pin a conversation (--off to unpin)")
     h.add_argument("id")
     h.add_argument("--off", action="store_true")
-    _add_passphrase_fd(h)
+    add_passphrase_fd(h)
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("keys", help="the vault's own age identity for exports")
     p.add_argument("action", choices=["new", "show"])
     p.add_argument("--force", action="store_true", help="replace an existing identity")
-    _add_passphrase_fd(p)
+    add_passphrase_fd(p)
     p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("export", help="write conversations to an encrypted (age) file")
@@ -608,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--yes", action="store_true", help="do not ask to confirm redactions")
     p.add_argument("--export-passphrase-fd", type=int, metavar="FD")
-    _add_passphrase_fd(p)
+    add_passphrase_fd(p)
     p.set_defaults(func=cmd_export)
 
     for name, helptext, func in (
@@ -634,8 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="BYTES",
             help="refuse larger files",
         )
-        _add_passphrase_fd(p)
+        add_passphrase_fd(p)
         p.set_defaults(func=func)
+
+    cli_packs.add_parser(sub)
 
     p = sub.add_parser("doctor", help="check the vault, files, offline guard, models, disk")
     p.add_argument("--json", action="store_true")
@@ -646,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--passphrase", action="store_true", help="encrypt with a passphrase")
     p.add_argument("--export-passphrase-fd", type=int, metavar="FD")
-    _add_passphrase_fd(p)
+    add_passphrase_fd(p)
     p.set_defaults(func=cmd_backup)
     return parser
 
@@ -661,6 +666,8 @@ _USER_ERRORS: tuple[type[Exception], ...] = (
     StoreError,
     PassphraseError,
     ExportError,
+    PackError,
+    TemplateError,
     OSError,
 )
 

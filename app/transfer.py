@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app import pack_chat, packs
 from storage import export as fmt
 from storage.schema import Conversation, Message
 from storage.store import NotFoundError, Store
@@ -184,7 +185,9 @@ def restore_backup(store: Store, doc: dict[str, Any]) -> int:
     """
     if doc.get("format") != fmt.BACKUP_FORMAT:
         raise fmt.ExportError("not a Bastion backup (use `bastion import` for transcripts)")
-    if store.list_conversations() or store.list_packs():
+    if store.list_conversations() or any(
+        p.signer != packs.BUILTIN_SIGNER for p in store.list_packs()
+    ):
         raise fmt.ExportError("restore needs an empty vault: create a new one with `init`")
     for conv in doc.get("conversations", []):
         report = fmt.verify_chain(conv)
@@ -193,10 +196,12 @@ def restore_backup(store: Store, doc: dict[str, Any]) -> int:
     with store.transaction():  # everything or nothing
         for conv in doc.get("conversations", []):
             _add_conversation(store, conv, imported=False)
-        for pack in doc.get("packs", []):
-            store.save_pack(
-                pack["id"], pack["version"], pack["name"], pack["source"], pack.get("signer")
-            )
+        for record in doc.get("packs", []):
+            try:
+                pack = packs.parse(str(record["source"]), name=f"pack {record.get('id')}")
+            except packs.PackError as exc:
+                raise fmt.ExportError(f"refusing to restore: {exc}") from None
+            pack_chat.save(store, pack, record.get("signer"))
         for key, value in (doc.get("settings") or {}).items():
             store.set_setting(key, value)
     return len(doc.get("conversations", []))

@@ -16,8 +16,11 @@ discarded and ``stop_reason`` is ``cancelled``).
 from __future__ import annotations
 
 import ctypes
+import itertools
+import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,6 +37,10 @@ CHATML_TEMPLATE = (
     "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+MAX_SAVED_PREFIXES = 4
+"""Fixed prefixes (one per pack in use) whose KV state an engine keeps in memory."""
 
 
 class EngineError(Exception):
@@ -217,6 +224,9 @@ class Engine:
             add_generation_prompt=True,
         )
         self._bos_text = token_text("tokenizer.ggml.bos_token_id")
+        # Saved KV states of fixed prompt prefixes (a pack's system prompt and examples),
+        # most recently used last. Memory only; never written to disk.
+        self._prefixes: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
 
     # -- tokens ---------------------------------------------------------------
 
@@ -372,6 +382,7 @@ class Engine:
                         break
                     cached += 1
                 cached = min(cached, len(tokens) - 1)  # generate() replays one token at least
+            cached = self._restore_prefix(tokens, cached)
             stats.prompt_tokens_evaluated = len(tokens) - cached
             budget = min(sampling.max_tokens, self.n_ctx - len(tokens))
             llama.set_seed(sampling.seed if sampling.seed is not None else time.time_ns() % 2**31)
@@ -424,10 +435,130 @@ class Engine:
                     )
 
     def clear_cache(self) -> None:
-        """Forget the KV cache (e.g. when the app locks); the weights stay loaded."""
+        """Forget the KV cache and saved prefixes (e.g. when the app locks); the weights
+        stay loaded."""
         with self._lock:
             self.llama.reset()
             self.llama._ctx.kv_cache_clear()
+            self._prefixes.clear()
+
+    # -- saved prefixes (pack system prompt + examples) ----------------------------------
+
+    def fixed_prefix(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The tokens every conversation that starts with ``messages`` shares.
+
+        Found template-agnostically: the common token prefix of ``messages`` followed by two
+        different user messages.
+        """
+        a = self.prompt_tokens([*messages, ChatMessage(role="user", content="a")])
+        b = self.prompt_tokens([*messages, ChatMessage(role="user", content="b")])
+        n = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            n += 1
+        return a[:n]
+
+    def remember_prefix(self, messages: Sequence[ChatMessage]) -> tuple[int, float]:
+        """Evaluate the fixed prefix of ``messages`` once and keep its KV state in memory, so
+        that new conversations starting with it skip that prefill.
+
+        Returns the prefix length in tokens and the seconds spent (0 when already kept).
+        """
+        tokens = tuple(self.fixed_prefix(messages))
+        with self._lock:
+            if tokens in self._prefixes:
+                self._prefixes.move_to_end(tokens)
+                return len(tokens), 0.0
+            start = time.perf_counter()
+            llama = self.llama
+            llama.reset()
+            llama.eval(list(tokens))
+            ctx = llama._ctx.ctx
+            size = self._lib.llama_state_seq_get_size(ctx, 0)
+            buf = (ctypes.c_uint8 * size)()
+            written = self._lib.llama_state_seq_get_data(ctx, buf, size, 0)
+            self._prefixes[tokens] = bytes(buf)[:written]
+            while len(self._prefixes) > MAX_SAVED_PREFIXES:
+                self._prefixes.popitem(last=False)
+            return len(tokens), time.perf_counter() - start
+
+    def _restore_prefix(self, tokens: Sequence[int], cached: int) -> int:
+        """Load a saved prefix of ``tokens`` longer than the ``cached`` match, if any.
+        Returns the new number of cached tokens. Call with the lock held."""
+        best: tuple[int, ...] | None = None
+        for prefix in self._prefixes:
+            n = len(prefix)
+            longer = best is None or n > len(best)
+            if longer and cached < n < len(tokens) and tuple(tokens[:n]) == prefix:
+                best = prefix
+        if best is None:
+            return cached
+        state = self._prefixes[best]
+        self._prefixes.move_to_end(best)
+        llama = self.llama
+        llama.reset()
+        llama._ctx.kv_cache_clear()
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if not self._lib.llama_state_seq_set_data(llama._ctx.ctx, buf, len(state), 0):
+            llama._ctx.kv_cache_clear()
+            return 0
+        llama.input_ids[: len(best)] = best
+        llama.n_tokens = len(best)
+        return len(best)
+
+    # -- scoring ------------------------------------------------------------------------
+
+    def option_logprobs(
+        self, messages: Sequence[ChatMessage], options: Sequence[str]
+    ) -> list[float]:
+        """How likely the model finds each option as the answer to ``messages``: the mean
+        log-probability per token of the option's text after the assistant turn starts.
+        Used to score multiple-choice questions without sampling."""
+        import numpy as np
+
+        prompt = self.prompt_tokens(messages)
+        if len(prompt) + 64 >= self.n_ctx:
+            raise ContextOverflowError(
+                f"the question needs {len(prompt)} tokens, but the context holds {self.n_ctx}"
+            )
+        with self._lock:
+            llama = self.llama
+            cached = 0
+            if llama.n_tokens:
+                for a, b in zip(llama._input_ids[: llama.n_tokens], prompt, strict=False):
+                    if a != b:
+                        break
+                    cached += 1
+            cached = self._restore_prefix(prompt, min(cached, len(prompt) - 1))
+            cached = min(cached, len(prompt) - 1)
+            llama.n_tokens = cached
+            llama.eval(prompt[cached:])
+
+            def logits() -> Any:
+                ptr = llama._ctx.get_logits_ith(-1)
+                return np.ctypeslib.as_array(ptr, shape=(llama.n_vocab(),)).astype(np.float64)
+
+            def log_softmax(x: Any) -> Any:
+                m = x.max()
+                return x - (m + math.log(np.exp(x - m).sum()))
+
+            first = log_softmax(logits())
+            scores = []
+            for option in options:
+                toks = self.tokenize(option)
+                if not toks:
+                    scores.append(float("-inf"))
+                    continue
+                total = float(first[toks[0]])
+                llama.n_tokens = len(prompt)
+                for prev, nxt in itertools.pairwise(toks):
+                    llama.eval([prev])
+                    total += float(log_softmax(logits())[nxt])
+                scores.append(total / len(toks))
+            llama.n_tokens = len(prompt)
+            llama._ctx.kv_cache_seq_rm(-1, len(prompt), -1)
+            return scores
 
     def close(self) -> None:
         with self._lock:

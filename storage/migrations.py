@@ -78,6 +78,30 @@ def m001_initial(db: Database) -> None:
     db.table("meta").insert({"key": "counter", "value": "0"})
 
 
+@migrations()
+def m002_pack_chunks(db: Database) -> None:
+    # Reference documents of packs, chunked and indexed for grounding answers.
+    db.table("pack_chunks").create(
+        {
+            "id": int,
+            "pack_id": str,
+            "ref_id": str,
+            "n": int,
+            "title": str,
+            "source": str,
+            "text": str,
+        },
+        pk="id",
+        not_null={"pack_id", "ref_id", "n", "title", "source", "text"},
+    )
+    db.table("pack_chunks").create_index(["pack_id", "ref_id", "n"], unique=True)
+    # Porter stemming so "doses" finds "dose" (reference texts are prose, unlike chats).
+    db.table("pack_chunks").enable_fts(
+        ["title", "text"], create_triggers=True, tokenize=f"porter {_TOKENIZE}"
+    )
+    _secure_fts(db, "pack_chunks_fts")
+
+
 def apply(db: Database) -> None:
     """Bring ``db`` to the current schema."""
     migrations.apply(db)

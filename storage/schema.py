@@ -64,3 +64,18 @@ class PackRecord(BaseModel):
     """The pack file (TOML) as imported."""
     signer: str | None = None
     imported: datetime
+
+
+class SourceChunk(BaseModel):
+    """A chunk of a pack's reference document, found for a question."""
+
+    pack_id: str
+    ref_id: str
+    n: int
+    """Position of the chunk in its document."""
+    title: str
+    source: str
+    """Attribution of the document (the public source it summarises)."""
+    text: str
+    rank: float = 0.0
+    """bm25 score (lower is more relevant)."""

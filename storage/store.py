@@ -13,7 +13,7 @@ import sqlite3
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from storage import migrations
-from storage.schema import Conversation, Message, PackRecord, SearchHit
+from storage.schema import Conversation, Message, PackRecord, SearchHit, SourceChunk
 
 
 class StoreError(Exception):
@@ -606,7 +606,16 @@ class Store:
 
     # -- packs ----------------------------------------------------------------
 
-    def save_pack(self, pack_id: str, version: str, name: str, source: str, signer: str | None):
+    def save_pack(
+        self,
+        pack_id: str,
+        version: str,
+        name: str,
+        source: str,
+        signer: str | None,
+        chunks: Sequence[SourceChunk] = (),
+    ) -> None:
+        """Install or replace a pack and its reference chunks, all or nothing."""
         with self._tx() as db:
             db.table("packs").upsert(
                 {
@@ -619,6 +628,42 @@ class Store:
                 },
                 pk="id",
             )
+            db.execute("DELETE FROM pack_chunks WHERE pack_id = ?", [pack_id])
+            db.table("pack_chunks").insert_all(
+                {
+                    "pack_id": pack_id,
+                    "ref_id": c.ref_id,
+                    "n": c.n,
+                    "title": c.title,
+                    "source": c.source,
+                    "text": c.text,
+                }
+                for c in chunks
+            )
+
+    def pack_sources(self, pack_id: str, terms: Sequence[str], limit: int = 3) -> list[SourceChunk]:
+        """The chunks of a pack's references that best match any of ``terms`` (bm25)."""
+        words = [t.replace('"', '""') for t in terms if t.strip()]
+        if not words:
+            return []
+        query = " OR ".join(f'"{w}"' for w in words)
+        with self.lock:
+            try:
+                rows = self._all(
+                    "SELECT c.*, bm25(pack_chunks_fts, 2.0, 1.0) AS rank FROM pack_chunks_fts"
+                    " JOIN pack_chunks c ON c.id = pack_chunks_fts.rowid"
+                    " WHERE pack_chunks_fts MATCH ? AND c.pack_id = ?"
+                    " ORDER BY rank LIMIT ?",
+                    [query, pack_id, limit],
+                )
+            except self._db_error as exc:
+                raise StoreError(f"reference search failed: {exc}") from exc
+        return [SourceChunk(**{k: v for k, v in r.items() if k != "id"}) for r in rows]
+
+    def pack_chunk_count(self, pack_id: str) -> int:
+        with self.lock:
+            row = self._one("SELECT count(*) AS n FROM pack_chunks WHERE pack_id = ?", [pack_id])
+        return int(row["n"]) if row else 0
 
     def get_pack(self, pack_id: str) -> PackRecord:
         with self.lock:
@@ -636,6 +681,7 @@ class Store:
 
     def remove_pack(self, pack_id: str) -> None:
         with self._tx() as db:
+            db.execute("DELETE FROM pack_chunks WHERE pack_id = ?", [pack_id])
             cur = db.execute("DELETE FROM packs WHERE id = ?", [pack_id])
             if cur.rowcount == 0:
                 raise NotFoundError(f"no pack {pack_id}")

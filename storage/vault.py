@@ -430,3 +430,11 @@ __all__ = [
     "VaultMissingError",
     "file_mode_problems",
 ]
+
+
+def memory_store() -> Store:
+    """A store that lives only in this process's memory (nothing is ever written to disk):
+    for built-in packs when there is no vault yet."""
+    conn = sqlcipher3.connect(":memory:", check_same_thread=False)
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return Store(conn)

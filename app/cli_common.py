@@ -1,0 +1,134 @@
+"""What the CLI's commands share: errors, the argument parser, opening the vault,
+confirmations and the encryption choices of exports."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+from app import paths, transfer
+from app.secrets_input import read_passphrase
+from storage import crypto
+from storage import export as export_fmt
+from storage.export import ExportError
+from storage.vault import Vault, VaultMissingError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad option or argument."""
+
+
+def printable(text: str) -> str:
+    """One line: control characters (newlines from user input included) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(printable(f"{self.prog}: {message} (see --help)"))
+
+
+def vault_dir() -> Path:
+    return paths.data_dir() / "vault"
+
+
+@contextlib.contextmanager
+def open_vault(args: argparse.Namespace) -> Iterator[Vault]:
+    folder = vault_dir()
+    if not (folder / "vault.hdr").exists():
+        raise VaultMissingError(f"no vault in {folder}; create one with `bastion init`")
+    pw = read_passphrase(fd=getattr(args, "passphrase_fd", None))
+    try:
+        vault = Vault.open(folder, pw, accept_rollback=getattr(args, "accept_rollback", False))
+    finally:
+        crypto.wipe(pw)
+    if vault.rollback_warning:
+        print(f"bastion: warning: {vault.rollback_warning}", file=sys.stderr)
+    try:
+        yield vault
+    finally:
+        vault.close()
+
+
+def export_passphrase(args: argparse.Namespace, *, confirm: bool) -> str:
+    pw = read_passphrase(
+        fd=getattr(args, "export_passphrase_fd", None),
+        env="BASTION_EXPORT_PASSPHRASE",
+        prompt="Export passphrase: ",
+        confirm=confirm,
+    )
+    try:
+        return pw.decode("utf-8")
+    finally:
+        crypto.wipe(pw)
+
+
+def encryption(
+    args: argparse.Namespace, vault: Vault, recipients: list[Any]
+) -> tuple[list[Any], str | None]:
+    """Recipients and passphrase for an export: a passphrase if asked, else the given
+    recipients, else the vault's own identity."""
+    passphrase = export_passphrase(args, confirm=True) if args.passphrase else None
+    if passphrase is None and not recipients:
+        recipients = [transfer.ensure_identity(vault.store).to_public()]
+    return recipients, passphrase
+
+
+def confirm(question: str) -> bool:
+    try:
+        with open("/dev/tty") as tty:
+            print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+            return tty.readline().strip().lower() in ("y", "yes")
+    except OSError:
+        raise UsageError("no terminal to confirm on: add --yes") from None
+
+
+def read_export(args: argparse.Namespace) -> tuple[bytes, export_fmt.AgeHeader]:
+    """The file's bytes (size-limited) and its checked age header, read once."""
+    data = export_fmt.read_limited(Path(args.file), args.max_size)
+    return data, export_fmt.read_header(data, max_work_factor=args.max_work_factor)
+
+
+def decrypt_file(
+    args: argparse.Namespace,
+    vault: Vault | None,
+    data: bytes,
+    header: export_fmt.AgeHeader,
+) -> bytes:
+    """Decrypt an export in memory: with a passphrase (scrypt files), ``--identity``, or the
+    vault's own identity (``vault`` must then be open)."""
+    if "scrypt" in header.kinds:
+        return export_fmt.decrypt(
+            data,
+            passphrase=export_passphrase(args, confirm=False),
+            max_work_factor=args.max_work_factor,
+        )
+    if args.identity:
+        identity = export_fmt.parse_identity(Path(args.identity).read_text())
+    else:
+        identity = transfer.vault_identity(vault.store) if vault is not None else None
+        if identity is None:
+            raise ExportError("no identity to decrypt with: give --identity FILE")
+    return export_fmt.decrypt(data, identities=[identity], max_work_factor=args.max_work_factor)
+
+
+def add_passphrase_fd(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--passphrase-fd",
+        type=int,
+        metavar="FD",
+        help="read the vault passphrase from this file descriptor (else $BASTION_PASSPHRASE, "
+        "else the terminal)",
+    )
+    p.add_argument(
+        "--accept-rollback",
+        action="store_true",
+        help="open even if the database and its header are from different points in time",
+    )
