@@ -11,11 +11,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from app import chat, paths, transfer
+from app import chat, pack_chat, paths, transfer
+from app.packs import Pack
 from app.settings import AppSettings
 from models.discovery import ModelInfo
-from models.engine import ChatMessage, Engine, Generation, StopReason
+from models.engine import ChatMessage, Engine, Generation, StopReason, TurnStats
 from models.settings import SamplingSettings
 from storage import crypto
 from storage import export as export_fmt
@@ -39,6 +41,12 @@ class PendingTurn:
     """The user message the answer replies to."""
     generation: Generation | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    response: str | None = None
+    """A pack safety rule's fixed answer: the model is not asked."""
+    notices: list[pack_chat.Notice] = field(default_factory=list)
+    """Safety rules that fired on the user's message."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """Reference chunks sent with the user's message."""
 
 
 class ChatSession:
@@ -52,6 +60,8 @@ class ChatSession:
         self.thread: list[Message] = []
         self.model: ModelInfo | None = None
         self.engine: Engine | None = None
+        self.pack: Pack | None = None
+        """The domain pack of the current conversation, if any."""
         self.purged_at_unlock = 0
 
     # -- vault ----------------------------------------------------------------
@@ -85,6 +95,7 @@ class ChatSession:
             self.settings = AppSettings.model_validate(stored)
         except ValueError:
             self.settings = AppSettings()
+        pack_chat.install_builtins(self.store)
         if self.settings.retention_days:
             cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
             self.purged_at_unlock = self.store.delete_older_than(cutoff)
@@ -96,6 +107,7 @@ class ChatSession:
         self.vault = None
         self.conversation = None
         self.thread = []
+        self.pack = None
         if self.engine is not None:
             self.engine.clear_cache()
 
@@ -141,9 +153,13 @@ class ChatSession:
     def conversations(self) -> list[Conversation]:
         return self.store.list_conversations()
 
-    def new_conversation(self, *, incognito: bool = False) -> None:
+    def available_packs(self) -> list[pack_chat.InstalledPack]:
+        return pack_chat.installed(self.store)
+
+    def new_conversation(self, *, incognito: bool = False, pack_id: str | None = None) -> None:
         """Start an empty conversation; it is written only when the first message is sent."""
         self.thread = []
+        self.pack = pack_chat.get(self.store, pack_id).pack if pack_id else None
         if incognito:
             now = datetime.now(UTC)
             self.conversation = Conversation(
@@ -159,10 +175,19 @@ class ChatSession:
     def open(self, conversation_id: str, at_message: str | None = None) -> None:
         """Show a conversation; with ``at_message``, the branch that contains it."""
         self.conversation = self.store.get_conversation(conversation_id)
+        self.pack = self._pack_of(self.conversation)
         if at_message and at_message not in {m.id for m in self.store.thread(conversation_id)}:
             self.store.select_branch(at_message)
             self.conversation = self.store.get_conversation(conversation_id)
         self.thread = self.store.thread(conversation_id)
+
+    def _pack_of(self, conv: Conversation) -> Pack | None:
+        if not conv.pack_id:
+            return None
+        try:
+            return pack_chat.get(self.store, conv.pack_id).pack
+        except Exception:  # removed or no longer valid: the conversation still opens
+            return None
 
     def rename(self, conversation_id: str, title: str) -> None:
         self.store.rename_conversation(conversation_id, title)
@@ -198,7 +223,7 @@ class ChatSession:
                 return SamplingSettings.model_validate(conv.settings["sampling"])
             except ValueError:
                 pass
-        return self.settings.sampling
+        return self.pack.sampling if self.pack is not None else self.settings.sampling
 
     def set_sampling(self, sampling: SamplingSettings) -> None:
         conv = self.conversation
@@ -290,7 +315,9 @@ class ChatSession:
                 chat.title_for(content),
                 model_name=info.name if info else None,
                 model_sha256=chat.model_sha256(info) if info else None,
-                settings={"sampling": self.settings.sampling.model_dump()},
+                pack_id=self.pack.id if self.pack else None,
+                pack_version=self.pack.version if self.pack else None,
+                settings={"sampling": self.sampling().model_dump()},
             )
         msg = self.store.add_message(
             self.conversation.id, role, content, parent_id=parent_id, stats=stats
@@ -300,12 +327,35 @@ class ChatSession:
         return msg
 
     def _turn(self, upto: list[Message], parent_id: str | None) -> PendingTurn:
-        return PendingTurn(messages=chat.to_chat(upto), parent_id=parent_id)
+        if self.pack is None:
+            return PendingTurn(messages=chat.to_chat(upto), parent_id=parent_id)
+        stats = (upto[-1].stats or {}) if upto else {}
+        notices = [pack_chat.Notice(**n) for n in stats.get("safety", [])]
+        response = next((n.message for n in notices if n.action == "respond"), None)
+        return PendingTurn(
+            messages=pack_chat.model_messages(self.pack, upto),
+            parent_id=parent_id,
+            response=response,
+            notices=notices,
+            sources=list(stats.get("sources", [])),
+        )
+
+    def _count_tokens(self, text: str) -> int:
+        if self.engine is not None:
+            return len(self.engine.tokenize(text))
+        return len(text) // 3 + 1  # before a model is loaded: a cautious estimate
+
+    def _user_stats(self, text: str) -> dict[str, Any] | None:
+        """Run the pack's input rules and find sources for a new user message."""
+        if self.pack is None:
+            return None
+        grounded = pack_chat.check_question(self.store, self.pack, text, self._count_tokens)
+        return grounded.user_stats or None
 
     def send(self, text: str) -> PendingTurn:
         """Save the user's message (acknowledged before generation) and prepare the turn."""
         parent = self.thread[-1].id if self.thread else None
-        self._add("user", text, parent)
+        self._add("user", text, parent, stats=self._user_stats(text))
         return self._turn(self.thread, self.thread[-1].id)
 
     def edit(self, message_id: str, text: str) -> PendingTurn:
@@ -314,7 +364,7 @@ class ChatSession:
         original = self.thread[idx]
         if self.incognito:
             self.thread = self.thread[:idx]
-        self._add("user", text, original.parent_id)
+        self._add("user", text, original.parent_id, stats=self._user_stats(text))
         return self._turn(self.thread, self.thread[-1].id)
 
     def regenerate(self) -> PendingTurn | None:
@@ -329,17 +379,38 @@ class ChatSession:
         return self._turn(upto, upto[-1].id)
 
     def generate(self, turn: PendingTurn) -> Generation:
-        """Start the answer (blocking until the context is fitted); iterate it for text."""
+        """Start the answer (blocking until the context is fitted); iterate it for text.
+
+        A pack's fixed safety response is the answer as is; otherwise the pack's prefix
+        state is restored (computed once per model and pack version)."""
+        if turn.response is not None:
+            turn.generation = Generation(iter([turn.response]), TurnStats())
+            return turn.generation
         if self.engine is None:
             self.load_model(self.model_for_conversation())
         assert self.engine is not None
+        if self.pack is not None:
+            pack_chat.warm(self.engine, self.pack)
         turn.generation = self.engine.chat(turn.messages, self.sampling(), cancel=turn.cancel)
         return turn.generation
 
     def finish(self, turn: PendingTurn, text: str) -> Message:
-        """Save the answer (a stopped one too, marked by its stop reason)."""
+        """Save the answer (a stopped one too, marked by its stop reason), with the pack's
+        notices and the sources it was given."""
         assert turn.generation is not None
         stats = turn.generation.stats
         if turn.cancel.is_set():
             stats.stop_reason = StopReason.CANCELLED
-        return self._add("assistant", text, turn.parent_id, stats=stats.model_dump(mode="json"))
+        data: dict[str, Any] = stats.model_dump(mode="json")
+        if turn.response is not None:
+            data = {"fixed_response": True}
+        notices = list(turn.notices)
+        if self.pack is not None and turn.response is None:
+            notices += pack_chat.answer_notices(self.pack, text)
+            if turn.sources:
+                data["sources"] = [
+                    {k: s[k] for k in ("n", "ref_id", "title", "source")} for s in turn.sources
+                ]
+        if notices:
+            data["safety"] = [n.as_dict() for n in notices]
+        return self._add("assistant", text, turn.parent_id, stats=data)

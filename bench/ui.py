@@ -114,7 +114,9 @@ async def app_decode(rounds_out: list[float], gens: list[int], gaps: list[float]
         await _unlock(pilot, app)
         app.set_interval(1 / 60, clock.tick)
         await pilot.press("ctrl+n")
-        await pilot.pause(0.1)
+        await pilot.pause(0.2)
+        await pilot.press("enter")  # the pack picker: no pack
+        await pilot.pause(0.2)
         clock.reset()
         await _send_and_wait(pilot, app, PROMPT, finished)
         await app.workers.wait_for_complete()

@@ -512,9 +512,10 @@ class Engine:
     def option_logprobs(
         self, messages: Sequence[ChatMessage], options: Sequence[str]
     ) -> list[float]:
-        """How likely the model finds each option as the answer to ``messages``: the mean
-        log-probability per token of the option's text after the assistant turn starts.
-        Used to score multiple-choice questions without sampling."""
+        """How likely the model finds each option as the answer to ``messages``: the total
+        log-probability of the option's tokens right after the assistant turn starts (divide
+        by the option's length to compare options of different lengths). Used to score
+        multiple-choice questions without sampling."""
         import numpy as np
 
         prompt = self.prompt_tokens(messages)
@@ -555,7 +556,7 @@ class Engine:
                 for prev, nxt in itertools.pairwise(toks):
                     llama.eval([prev])
                     total += float(log_softmax(logits())[nxt])
-                scores.append(total / len(toks))
+                scores.append(total)
             llama.n_tokens = len(prompt)
             llama._ctx.kv_cache_seq_rm(-1, len(prompt), -1)
             return scores

@@ -169,3 +169,40 @@ def test_settings_validate() -> None:
     with pytest.raises(ValueError, match="n_ctx"):
         LoadSettings(n_ctx=10)
     assert LoadSettings().n_threads >= 1
+
+
+def _pack_prefix() -> list[ChatMessage]:
+    from app import pack_chat, packs
+
+    return pack_chat.prefix_messages(packs.builtin("medical"))
+
+
+def test_saved_prefix_skips_prefill_and_changes_nothing(engine: Engine) -> None:
+    """A pack's prefix state, restored for a new conversation, gives the same answer as a cold
+    prefill while evaluating only the new tokens; lock (clear_cache) forgets it."""
+    prefix = _pack_prefix()
+    question = [*prefix, user("What is an INR test?")]
+    engine.clear_cache()
+    cold = engine.chat(question, GREEDY)
+    cold_text = cold.text()
+    n, _ = engine.remember_prefix(prefix)
+    assert 500 < n < cold.stats.prompt_tokens
+    assert engine.remember_prefix(prefix) == (n, 0.0)  # kept, not recomputed
+    engine.chat([user("Something else entirely")], GREEDY).text()  # the KV now holds another chat
+    warm = engine.chat(question, GREEDY)
+    assert warm.text() == cold_text
+    assert warm.stats.prompt_tokens_evaluated == cold.stats.prompt_tokens - n
+    engine.clear_cache()
+    after_lock = engine.chat(question, GREEDY)
+    after_lock.text()
+    assert after_lock.stats.prompt_tokens_evaluated == cold.stats.prompt_tokens
+
+
+def test_option_scores(engine: Engine) -> None:
+    """Log-likelihood scoring prefers the obvious option and is repeatable."""
+    msgs = [user("Reply with one word: what colour is the sky on a clear day?")]
+    scores = engine.option_logprobs(msgs, ["Blue", "Tuesday", "Elephant"])
+    assert len(scores) == 3 and scores[0] == max(scores)
+    assert engine.option_logprobs(msgs, ["Blue", "Tuesday", "Elephant"]) == pytest.approx(scores)
+    # Scoring leaves the engine usable for chat.
+    assert engine.chat(msgs, GREEDY).text()

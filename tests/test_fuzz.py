@@ -13,8 +13,9 @@ import sqlcipher3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import transfer
+from app import packs, transfer
 from app.cli import UsageError, build_parser
+from app.packs import PackError
 from storage import crypto
 from storage import export as fmt
 from storage.store import Store, StoreError
@@ -168,3 +169,74 @@ def test_cli_argument_parsing(argv: list[str]) -> None:
         assert "\n" not in str(exc)
     except SystemExit as exc:  # only --version / --help exit
         assert exc.code == 0
+
+
+PACK_TEXT = (packs.builtin_path("legal") / "pack.toml").read_text()
+PACK_LINES = PACK_TEXT.splitlines()
+
+
+@FUZZ
+@given(st.text(max_size=400))
+def test_pack_loader_arbitrary_text(text: str) -> None:
+    """Any text: the pack parser returns a pack or raises PackError, never anything else."""
+    with contextlib.suppress(PackError):
+        packs.parse(text)
+
+
+@FUZZ
+@given(st.data())
+def test_pack_loader_mutations(data: st.DataObject) -> None:
+    """A real pack with lines dropped, duplicated or edited: a valid pack or PackError."""
+    lines = list(PACK_LINES)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        op = data.draw(st.sampled_from(["drop", "dup", "edit"]))
+        if op == "drop":
+            del lines[i]
+        elif op == "dup":
+            lines.insert(i, lines[i])
+        else:
+            lines[i] = data.draw(st.text(max_size=40))
+    with contextlib.suppress(PackError):
+        pack = packs.parse("\n".join(lines), name="fuzz.toml")
+        assert pack.id  # a pack that loads is fully validated
+
+
+def _load_with_reference(target: str) -> list[str | None] | None:
+    """Load a folder pack whose reference points at ``target``; its reference texts, or None
+    when the loader refuses it (PackError)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "outside.md").write_text("SECRET")
+        folder = root / "pack"
+        folder.mkdir()
+        (folder / "in.md").write_text("inside")
+        escaped = target.replace("\\", "\\\\").replace('"', '\\"')
+        text = (
+            "\n".join(PACK_LINES[:12])
+            + '\nsystem_prompt = "S"'
+            + (f'\n[[references]]\nid = "r"\ntitle = "R"\nsource = "S"\nfile = "{escaped}"\n')
+        )
+        (folder / "pack.toml").write_text(text)
+        try:
+            return [r.text for r in packs.load(folder).references]
+        except PackError:
+            return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_pack_folder_reference_paths(target: str) -> None:
+    """Any reference path in a folder pack: the file inside the folder, or PackError; never a
+    file outside it."""
+    assert _load_with_reference(target) in (None, ["inside"])
+
+
+def test_pack_folder_reference_paths_can_load() -> None:
+    """The property above is not vacuous: these paths load the file inside, these do not."""
+    assert _load_with_reference("in.md") == ["inside"]
+    assert _load_with_reference("./in.md") == ["inside"]
+    assert _load_with_reference("../outside.md") is None

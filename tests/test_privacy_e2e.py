@@ -57,6 +57,9 @@ async def test_canaries_only_inside_encrypted_files(
         app.session.export_conversation(app.session.conversation.id, out)
         # a second conversation, then deleted
         await pilot.press("ctrl+n")
+        await settle(pilot, app)
+        await pilot.press("enter")  # no pack
+        await settle(pilot, app)
         await send(pilot, app, f"Forget {CANARIES['second']} soon")
         second = app.session.conversation.id
         assert app.session.search(CANARIES["second"])

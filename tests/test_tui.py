@@ -265,3 +265,70 @@ async def test_export_dialog_and_import(vault_with_settings: Path, tmp_path: Pat
         await settle(pilot, app)
         titles = [c.title for c in app.session.conversations()]
         assert titles.count("Notes for export") == 2
+
+
+async def test_medical_pack_disclaimer_red_flag_sources_and_template(
+    vault_with_settings: Path,
+) -> None:
+    """A medical conversation shows the disclaimer; a red flag gets the fixed response without
+    the model; a real answer lists its sources; /term opens the template form."""
+    from app import packs
+    from tui.dialogs import PackScreen, TemplateScreen
+
+    medical = packs.builtin("medical")
+    app = BastionApp(kdf=FAST_KDF)
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app)
+        await pilot.press("ctrl+n")
+        await settle(pilot, app)
+        assert isinstance(app.screen, PackScreen)
+        await pilot.press("down", "down", "enter")  # No pack, Legal, Medical
+        await settle(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, ChatScreen) and app.session.pack is not None
+        banner = screen.query_one("#banner")
+        assert banner.display and medical.disclaimer[:40] in str(banner.render())
+        assert "Medical information" in str(screen.query_one("#status").render())
+
+        await send(pilot, app, "I have chest pain and I am short of breath")
+        answer = app.session.thread[-1]
+        rule = next(r for r in medical.safety if r.id == "chest-pain")
+        assert answer.content == rule.message
+        assert answer.stats == {
+            "fixed_response": True,
+            "safety": [
+                {
+                    "rule": "chest-pain",
+                    "stage": "input",
+                    "action": "respond",
+                    "message": rule.message,
+                }
+            ],
+        }  # no generation statistics: the model was not asked
+        box = list(screen.query(MessageBox))[-1]
+        assert "safety response" in str(box.query_one(".message-header").render())
+
+        await send(pilot, app, "What is the maximum daily dose of paracetamol?")
+        answer = app.session.thread[-1]
+        assert answer.stats and answer.stats["generated_tokens"] > 0
+        assert answer.stats["sources"][0]["ref_id"] == "paracetamol"
+        box = list(screen.query(MessageBox))[-1]
+        assert "Sources: [1" in str(box.query_one(".message-sources").render())
+        assert "About doses" in str(box.query_one(".safety-notes").render())
+        conv = app.session.conversation
+        assert conv is not None and conv.pack_id == "medical"
+
+        await pilot.click("#composer")
+        await type_text(pilot, "/term")
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert isinstance(app.screen, TemplateScreen)
+        await pilot.press("enter")  # empty: refused with the reason, the form stays
+        await pilot.pause(0.1)
+        assert "required" in str(app.screen.query_one("#template-error").render())
+        await type_text(pilot, "tachycardia")
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        await settle(pilot, app)
+        user_msg = [m for m in app.session.thread if m.role == "user"][-1]
+        assert user_msg.content == medical.template("term").render({"term": "tachycardia"})

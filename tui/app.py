@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from functools import partial
 
 from textual import events, on
 from textual.app import App, SystemCommand
@@ -132,6 +133,13 @@ class BastionApp(App[None]):
                     action = getattr(screen, f"action_{b.action}")
                     yield SystemCommand(b.description, b.tooltip, action)
             yield SystemCommand("Stop", "Stop the answer being written", screen.action_stop)
+            pack = screen.session.pack
+            for t in pack.templates if pack is not None else []:
+                yield SystemCommand(
+                    f"Template: {t.title}",
+                    f"/{t.id} ({pack.name})",
+                    partial(screen.use_template, t.id),
+                )
 
     # -- failures -------------------------------------------------------------
 

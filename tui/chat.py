@@ -26,9 +26,11 @@ from tui.dialogs import (
     ExportScreen,
     ImportScreen,
     ModelScreen,
+    PackScreen,
     PromptScreen,
     SearchScreen,
     SettingsScreen,
+    TemplateScreen,
 )
 from tui.widgets import (
     Banner,
@@ -257,8 +259,13 @@ class ChatScreen(Screen[None]):
         warning = getattr(self.session.vault, "rollback_warning", None)
         if warning:
             notes.append(f"⚠ {warning}")
+        pack = self.session.pack
+        if pack is not None:
+            notes.append(f"{pack.name}: {pack.disclaimer}")
+        banner.set_class(pack is not None, "-pack")
         banner.update("\n".join(escape(n) for n in notes))
         banner.display = bool(notes)
+        self.query_one(StatusBar).pack = f"{pack.name} {pack.version}" if pack else None
 
     # -- model ----------------------------------------------------------------
 
@@ -294,9 +301,42 @@ class ChatScreen(Screen[None]):
             return
         composer = event.composer
         editing = composer.editing
+        text = event.text
+        if not editing and text.startswith("/") and self._slash_command(text):
+            composer.text = ""
+            return
         composer.text = ""
         composer.editing = None
-        self.prepare(event.text, editing)
+        self.prepare(text, editing)
+
+    def _slash_command(self, text: str) -> bool:
+        """Open the form of a pack template named by ``/id``; False to send ``text`` as is."""
+        pack = self.session.pack
+        name = text[1:].split(maxsplit=1)[0] if len(text) > 1 else ""
+        if pack is None or not name:
+            return False
+        if name in ("help", "templates"):
+            listed = ", ".join(f"/{t.id} ({t.title})" for t in pack.templates)
+            self.notify(listed or "This pack has no templates.", title="Templates", timeout=12)
+            return True
+        template = next((t for t in pack.templates if t.id == name), None)
+        if template is None:
+            self.notify(f"No template /{name}; /help lists them.", severity="warning")
+            return True
+        self.use_template(template.id)
+        return True
+
+    def use_template(self, template_id: str) -> None:
+        """Ask for a template's values, then send the filled-in message."""
+        pack = self.session.pack
+        if pack is None or self.generating:
+            return
+
+        def done(message: str | None) -> None:
+            if message:
+                self.prepare(message, None)
+
+        self.app.push_screen(TemplateScreen(pack.template(template_id)), done)
 
     @work(thread=True, group="store", exit_on_error=False)
     def prepare(self, text: str, editing: str | None) -> None:
@@ -309,6 +349,7 @@ class ChatScreen(Screen[None]):
         await self._render_sidebar()
         await self._render_thread()
         box = MessageBox(None, "assistant", "")
+        box.pending_notes = [n.as_dict() for n in turn.notices if n.action == "caution"]
         await self.query_one("#messages").mount(box)
         self._stream_box = box
         self._stream = Markdown.get_stream(box.query_one(Markdown))
@@ -397,9 +438,23 @@ class ChatScreen(Screen[None]):
     def action_new(self) -> None:
         if self.generating:
             return
-        self.session.new_conversation()
+        self._offer_packs()
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _offer_packs(self) -> None:
+        installed = self.session.available_packs()
+        self.app.call_from_thread(self.app.push_screen, PackScreen(installed), self._start_with)
+
+    def _start_with(self, pack_id: str | None) -> None:
+        if pack_id is None:  # the picker was closed: nothing changes
+            return
+        self._new_conversation(pack_id or None)
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _new_conversation(self, pack_id: str | None) -> None:
+        self.session.new_conversation(pack_id=pack_id)
+        self.app.call_from_thread(self.query_one(Composer).focus)
         self.refresh_all()
-        self.query_one(Composer).focus()
 
     def action_incognito(self) -> None:
         if self.generating:

@@ -1,4 +1,4 @@
-"""Modal dialogs: confirm, prompt, search, models, settings, help."""
+"""Modal dialogs: confirm, prompt, search, models, packs, templates, settings, help."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
+from app.pack_chat import InstalledPack
+from app.packs import Template, TemplateError
 from app.settings import AppSettings
 from models.discovery import ModelInfo
 from models.settings import LoadSettings, SamplingSettings
@@ -162,6 +164,88 @@ class ModelScreen(_Dialog):
     @on(OptionList.OptionSelected)
     def _chosen(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(self.models[int(event.option.id or 0)])
+
+
+class PackScreen(_Dialog):
+    """Pick a domain pack for a new conversation; dismisses with its id, "" for none."""
+
+    def __init__(self, packs: list[InstalledPack]) -> None:
+        super().__init__()
+        self.packs = packs
+
+    def compose(self) -> ComposeResult:
+        options = [Option("[b]No pack[/b]  [dim]a general assistant[/dim]", id="")]
+        for p in self.packs:
+            line = (
+                f"[b]{escape(p.pack.name)}[/b]  [dim]{p.pack.id} {p.pack.version} · "
+                f"{escape(p.trust_text)}[/dim]\n    {escape(p.pack.description)}"
+            )
+            options.append(Option(line, id=p.pack.id))
+        with Vertical(classes="dialog wide"):
+            yield Label("New conversation: choose a pack", classes="dialog-title")
+            yield OptionList(*options, id="pack-list")
+
+    def on_mount(self) -> None:
+        pack_list = self.query_one("#pack-list", OptionList)
+        pack_list.highlighted = 0
+        pack_list.focus()
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id or "")
+
+
+class TemplateScreen(_Dialog):
+    """Fill in a pack template's variables; dismisses with the rendered message."""
+
+    def __init__(self, template: Template) -> None:
+        super().__init__()
+        self.template = template
+
+    def compose(self) -> ComposeResult:
+        t = self.template
+        with Vertical(classes="dialog wide"):
+            yield Label(f"/{t.id}: {escape(t.title)}", classes="dialog-title")
+            if t.description:
+                yield Label(escape(t.description), classes="dim")
+            for var in t.variables:
+                label = var.label + ("" if var.required else " (optional)")
+                yield Label(escape(label), classes="field-name")
+                if var.type == "choice":
+                    yield Select([(c, c) for c in var.choices], id=f"v-{var.name}")
+                else:
+                    yield Input(
+                        placeholder=var.help or ("a number" if var.type == "number" else ""),
+                        id=f"v-{var.name}",
+                        type="number" if var.type == "number" else "text",
+                    )
+            yield Label("", id="template-error", classes="field-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Send", id="tpl-send", variant="primary")
+                yield Button("Cancel", id="tpl-cancel")
+
+    @on(Button.Pressed, "#tpl-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#tpl-send")
+    @on(Input.Submitted)
+    def _send(self) -> None:
+        values: dict[str, str] = {}
+        for var in self.template.variables:
+            widget = self.query_one(f"#v-{var.name}")
+            if isinstance(widget, Select):
+                value = widget.value
+                values[var.name] = "" if value is Select.BLANK else str(value)
+            else:
+                assert isinstance(widget, Input)
+                values[var.name] = widget.value
+        try:
+            text = self.template.render(values)
+        except TemplateError as exc:
+            self.query_one("#template-error", Label).update(escape(str(exc)))
+            return
+        self.dismiss(text)
 
 
 class SettingsScreen(_Dialog):

@@ -49,11 +49,38 @@ class MessageBox(Vertical, can_focus=True):
         self.message = message
         self.role = role
         self.text = text
+        self.pending_notes: list[dict[str, str]] = []
+        """Safety notices to show while the answer is still being written."""
         self.add_class(f"-{role}")
 
     def compose(self) -> ComposeResult:
         yield Label(self._header(), classes="message-header")
+        notes = Static(self._notes(), classes="safety-notes")
+        notes.display = bool(self._notes())
+        yield notes
         yield Markdown(self.text, classes="message-body")
+        sources = Label(self._sources(), classes="message-sources")
+        sources.display = bool(self._sources())
+        yield sources
+
+    def _notes(self) -> str:
+        stats = (self.message.stats if self.message else None) or {}
+        notes = stats.get("safety") or self.pending_notes
+        lines = []
+        for n in notes:
+            if n.get("action") == "respond" and stats.get("fixed_response"):
+                continue  # the message itself is the fixed response
+            mark = "⚠" if n.get("stage") == "output" else "ℹ"
+            lines.append(f"{mark} {escape(str(n.get('message', '')))}")
+        return "\n".join(lines)
+
+    def _sources(self) -> str:
+        stats = (self.message.stats if self.message else None) or {}
+        if self.role != "assistant" or not stats.get("sources"):
+            return ""
+        from app.pack_chat import sources_line
+
+        return f"Sources: {escape(sources_line(stats['sources']))}"
 
     def _header(self) -> str:
         who = {"user": "You", "assistant": "Assistant", "system": "System"}.get(
@@ -63,6 +90,8 @@ class MessageBox(Vertical, can_focus=True):
         if self.message is not None:
             parts.append(f"[dim]{self.message.created.astimezone():%H:%M}[/dim]")
             stats = self.message.stats or {}
+            if stats.get("fixed_response"):
+                parts.append("[$error]🛑 safety response (the model was not asked)[/]")
             if stats.get("stop_reason") == "cancelled":
                 parts.append("[$warning]⏹ stopped[/]")
             if stats.get("generated_tokens"):
@@ -85,6 +114,13 @@ class MessageBox(Vertical, can_focus=True):
         self.text = text
         self.query_one(".message-header", Label).update(self._header())
         self.query_one(Markdown).update(text)
+        for selector, content in (
+            (".safety-notes", self._notes()),
+            (".message-sources", self._sources()),
+        ):
+            widget = self.query_one(selector, Static)
+            widget.update(content)
+            widget.display = bool(content)
 
     def action_copy(self) -> None:
         self.post_message(self.ActionRequested(self, "copy"))

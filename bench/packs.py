@@ -1,0 +1,168 @@
+"""Domain packs on the embedded model: do they help, and how fast does a pack conversation start?
+
+1. Accuracy of each built-in pack's own multiple-choice `eval` set, with the pack (system
+   prompt, examples and retrieved sources, exactly as a chat turn) and without it (the bare
+   question). Each option is scored by the model's log-likelihood of it as the answer,
+   normalised by the option's length in characters; the best-scoring option is the answer.
+2. Time to first token of a new medical conversation, cold (the pack's prefix must be
+   prefilled) and warm (its saved KV state is restored), alternating rounds, with another
+   conversation in the KV cache before each warm start. Reported end to end (the question's
+   sources are prefilled either way) and for the prefix alone (prefill vs restore).
+Prints tables, then, as the last line, one JSON object.
+
+    .venv/bin/python bench/packs.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app import pack_chat, packs
+from models.discovery import embedded_model_path
+from models.engine import ChatMessage, Engine
+from models.settings import SamplingSettings
+from storage.schema import Message
+from storage.store import Store
+from storage.vault import memory_store
+
+FIRST_TOKEN = SamplingSettings(temperature=0.0, max_tokens=1, seed=1)
+QUESTIONS = [
+    "What is the maximum daily dose of paracetamol for an adult?",
+    "Which painkiller is safer with warfarin?",
+    "What does an HbA1c of 50 mmol/mol mean?",
+    "When should a baby with a fever see a doctor?",
+    "What blood pressure reading counts as high?",
+    "Do antibiotics help with a cold?",
+]
+
+
+def _message(question: str, stats: dict[str, object]) -> Message:
+    return Message(
+        id="q",
+        conversation_id="bench",
+        parent_id=None,
+        role="user",
+        content=question,
+        created=datetime.now(UTC),
+        stats=stats or None,
+    )
+
+
+def pack_messages(
+    store: Store, engine: Engine, pack: packs.Pack, question: str
+) -> list[ChatMessage]:
+    turn = pack_chat.check_question(store, pack, question, lambda t: len(engine.tokenize(t)))
+    stats = {k: v for k, v in turn.user_stats.items() if k == "sources"}
+    return pack_chat.model_messages(pack, [_message(question, stats)])
+
+
+def accuracy(engine: Engine, store: Store, pack: packs.Pack, with_pack: bool) -> float:
+    right = 0
+    for q in pack.eval:
+        if with_pack:
+            msgs = pack_messages(store, engine, pack, q.question)
+        else:
+            msgs = [ChatMessage(role="user", content=q.question)]
+        scores = engine.option_logprobs(msgs, q.options)
+        normalised = [s / max(1, len(o)) for s, o in zip(scores, q.options, strict=True)]
+        right += normalised.index(max(normalised)) == q.answer
+    return right / len(pack.eval)
+
+
+def ttft(engine: Engine, msgs: list[ChatMessage]) -> tuple[float, int]:
+    start = time.perf_counter()
+    gen = engine.chat(msgs, FIRST_TOKEN)
+    gen.text()
+    return time.perf_counter() - start, gen.stats.prompt_tokens_evaluated
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    path = embedded_model_path()
+    assert path is not None, "the embedded model is not installed: run `make test`"
+    engine = Engine(path)
+    store = memory_store()
+    pack_chat.install_builtins(store)
+
+    result: dict[str, object] = {"model": path.name}
+    print(f"{'pack':8} {'questions':>9} {'without pack':>13} {'with pack':>10}")
+    for pack_id in packs.builtin_ids():
+        pack = packs.builtin(pack_id)
+        without = accuracy(engine, store, pack, with_pack=False)
+        engine.clear_cache()
+        with_ = accuracy(engine, store, pack, with_pack=True)
+        engine.clear_cache()
+        chance = statistics.mean(1 / len(q.options) for q in pack.eval)
+        print(
+            f"{pack_id:8} {len(pack.eval):9d} {without:13.1%} {with_:10.1%}  (chance {chance:.0%})"
+        )
+        result[f"{pack_id}_accuracy_without_pack"] = round(without, 3)
+        result[f"{pack_id}_accuracy_with_pack"] = round(with_, 3)
+        result[f"{pack_id}_eval_questions"] = len(pack.eval)
+
+    medical = packs.builtin("medical")
+    prefix = pack_chat.prefix_messages(medical)
+    cold, warm, prefill, restore, suffix = [], [], [], [], []
+    for r in range(args.rounds):
+        for i, question in enumerate(QUESTIONS):
+            msgs = pack_messages(store, engine, medical, question)
+            # Cold: nothing kept; the app warms the prefix, then answers.
+            engine.clear_cache()
+            start = time.perf_counter()
+            _, spent = engine.remember_prefix(prefix)
+            ttft(engine, msgs)
+            cold.append(time.perf_counter() - start)
+            prefill.append(spent)
+            # Warm: another conversation ran in between; the prefix state is restored.
+            engine.chat(
+                [ChatMessage(role="user", content=f"Unrelated chat {r} {i}")], FIRST_TOKEN
+            ).text()
+            start = time.perf_counter()
+            engine.remember_prefix(prefix)
+            _first, evaluated = ttft(engine, msgs)
+            warm.append(time.perf_counter() - start)
+            suffix.append(evaluated)
+            # The restore alone: a question whose suffix is a single short turn.
+            engine.chat([ChatMessage(role="user", content="x")], FIRST_TOKEN).text()
+            t0 = time.perf_counter()
+            engine._restore_prefix([*engine.fixed_prefix(prefix), 0], 0)
+            restore.append(time.perf_counter() - t0)
+    n_prefix = len(engine.fixed_prefix(prefix))
+    c, w = statistics.median(cold), statistics.median(warm)
+    p, rs = statistics.median(prefill), statistics.median(restore)
+    print()
+    print(
+        f"medical prefix: {n_prefix} tokens; question + sources: "
+        f"median {statistics.median(suffix):.0f} tokens"
+    )
+    print(
+        f"time to first token, new medical conversation: cold {c:.2f} s, warm {w:.2f} s "
+        f"-> {c / w:.1f}x"
+    )
+    print(f"prefix alone: prefill {p:.2f} s, restore {rs * 1000:.1f} ms -> {p / rs:.0f}x")
+    result.update(
+        medical_prefix_tokens=n_prefix,
+        suffix_tokens_median=statistics.median(suffix),
+        ttft_cold_s=round(c, 3),
+        ttft_warm_s=round(w, 3),
+        ttft_warm_speedup=round(c / w, 2),
+        prefix_prefill_s=round(p, 3),
+        prefix_restore_s=round(rs, 4),
+        prefix_speedup=round(p / rs, 1),
+    )
+    engine.close()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
