@@ -51,6 +51,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/ui.py
+	$(BIN)/python bench/packs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

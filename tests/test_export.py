@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlcipher3
 
-from app import transfer
+from app import pack_chat, packs, transfer
 from storage import export as fmt
 from storage.store import Store
 from tests.conftest import ROOT
@@ -209,11 +209,12 @@ def test_backup_restore_reproduces_everything() -> None:
     q = store.thread(cid)[0]
     store.add_message(cid, "assistant", "an alternative answer", parent_id=q.id)
     store.set_pinned(cid, True)
-    store.save_pack("medical", "1.0.0", "Medical", 'id = "medical"', "key1")
+    pack_chat.save(store, packs.builtin("medical"), "key1")
     store.set_setting("app", {"theme": "nord"})
     doc = transfer.build_backup(store)
     blob = fmt.encrypt(transfer.render(doc, "json"), passphrase="b")
     target = new_store()
+    pack_chat.install_builtins(target)  # a new vault opened in the app already has these
     n = transfer.restore_backup(target, fmt.parse_document(fmt.decrypt(blob, passphrase="b")))
     assert n == 1
     (conv,) = target.list_conversations()
@@ -223,9 +224,16 @@ def test_backup_restore_reproduces_everything() -> None:
     )
     assert [m.content for m in target.thread(conv.id)] == [m.content for m in store.thread(cid)]
     assert target.get_pack("medical").signer == "key1"
+    assert target.pack_chunk_count("medical") == len(packs.chunks(packs.builtin("medical")))
     assert target.get_setting("app") == {"theme": "nord"}
     with pytest.raises(fmt.ExportError, match="empty vault"):
         transfer.restore_backup(target, doc)
+    # A pack altered in the backup is refused as a whole: nothing is restored.
+    doc["packs"][0]["source"] = doc["packs"][0]["source"].replace('id = "medical"', "id = 7")
+    fresh = new_store()
+    with pytest.raises(fmt.ExportError, match="refusing to restore: pack medical"):
+        transfer.restore_backup(fresh, doc)
+    assert fresh.list_conversations() == [] and fresh.list_packs() == []
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,9 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Fatal errors print C and Python stacks (no locals, no content) to stderr, never a file.
     faulthandler.enable(file=sys.stderr)
+    from app import logs
+
+    logs.install()  # log records reach stderr only, with ids and numbers, never content
     from app.cli import main as cli_main
 
     return cli_main(run_app=run_app)
