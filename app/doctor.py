@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -140,10 +141,13 @@ def check_llama() -> Check:
 
         info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
         features = [p.split("=")[0].split(":")[-1].strip() for p in info.split("|") if "= 1" in p]
+        lib = Path(llama_cpp.__file__).parent / "lib" / "libllama.so"
+        where = "bundled with this executable" if getattr(sys, "frozen", False) else "installed"
         return Check(
             "llama.cpp",
             OK,
-            f"llama-cpp-python {llama_cpp.__version__}; CPU: {', '.join(features) or info}",
+            f"llama-cpp-python {llama_cpp.__version__} ({where}: {lib}); "
+            f"CPU: {', '.join(features) or info}",
         )
     except Exception as exc:  # a broken build is exactly what doctor should report
         return Check("llama.cpp", FAIL, f"cannot load: {exc}")

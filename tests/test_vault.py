@@ -257,5 +257,14 @@ def test_golden_v1_vault_opens(tmp_path: Path) -> None:
         thread = v.store.thread(convs[0].id)
         assert [m.content for m in thread] == expected["first_thread"]
         assert [h.message_id is not None for h in v.store.search(expected["search"])]
+        # Written before migration m002: opening it added the pack reference index, and
+        # the old rows are untouched.
+        assert "pack_chunks_fts" in v.store.db.table_names()
+        from app import pack_chat, packs
+
+        assert pack_chat.install_builtins(v.store) == ["legal", "medical"]
+        found = v.store.pack_sources("legal", ["deposit"])
+        assert found and found[0].ref_id == "tenancy-deposits"
+        assert len(packs.builtin_ids()) == 2
     with pytest.raises(UnlockError):
         Vault.open(work, pw + "x")
