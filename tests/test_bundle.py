@@ -24,7 +24,7 @@ TOOLS = ("sh", "env", "cat", "ls", "sleep")
 @pytest.fixture(scope="module")
 def bundle() -> Path:
     assert (BUNDLE / "bastion").is_file(), f"no bundle in {BUNDLE}: run `make bundle`"
-    return BUNDLE
+    return BUNDLE.resolve()
 
 
 def manifest(folder: Path) -> dict[str, tuple[int, int]]:
@@ -60,7 +60,7 @@ def env_for(tmp: Path, **extra: str) -> dict[str, str]:
 def run(bundle: Path, tmp: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     # unshare -n: no network at all, as on many of our users' machines.
     return subprocess.run(
-        ["unshare", "-n", str(bundle / "bastion"), *args],
+        [shutil.which("unshare") or "unshare", "-n", str(bundle / "bastion"), *args],
         env=env_for(tmp, **extra),
         cwd=tmp,
         capture_output=True,
@@ -150,3 +150,23 @@ def test_bundle_starts_the_app_in_tmux(bundle: Path, tmp_path: Path) -> None:
         print(f"\nbundle cold start to the first-run screen: {elapsed:.2f} s")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_desktop_entry_installs_for_the_user(bundle: Path, tmp_path: Path) -> None:
+    """The bundle's install script writes a desktop entry that runs this bundle in a terminal."""
+    import configparser
+
+    home = tmp_path / "home"
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+    script = bundle / "install-desktop-entry.sh"
+    proc = subprocess.run([str(script)], env=env, capture_output=True, text=True, check=True)
+    entry = home / ".local" / "share" / "applications" / "bastion.desktop"
+    assert str(entry) in proc.stdout
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(entry)
+    desktop = parser["Desktop Entry"]
+    assert desktop["Exec"] == f'"{bundle / "bastion"}"'
+    assert desktop["Terminal"] == "true" and desktop["Icon"] == "bastion"
+    assert (home / ".local/share/icons/hicolor/scalable/apps/bastion.svg").is_file()
+    subprocess.run([str(script), "--uninstall"], env=env, check=True, capture_output=True)
+    assert not entry.exists()
