@@ -355,6 +355,9 @@ class ChatScreen(Screen[None]):
         self._stream = Markdown.get_stream(box.query_one(Markdown))
         self.query_one("#messages", VerticalScroll).anchor()
         self._set_state("writing… (Esc stops)")
+        # A blinking cursor redraws the screen twice a second; while the model writes, every
+        # redraw takes CPU from it (two cores: the UI thread competes with llama.cpp's).
+        self.query_one(Composer).cursor_blink = False
         self.generate(turn)
 
     @work(thread=True, group="generate", exclusive=True, exit_on_error=False)
@@ -391,6 +394,7 @@ class ChatScreen(Screen[None]):
             await self._stream.stop()
         self._stream = None
         self._turn = None
+        self.query_one(Composer).cursor_blink = True
         self._set_state("")
 
     @on(GenerationFinished)
