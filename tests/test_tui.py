@@ -332,3 +332,26 @@ async def test_medical_pack_disclaimer_red_flag_sources_and_template(
         await settle(pilot, app)
         user_msg = [m for m in app.session.thread if m.role == "user"][-1]
         assert user_msg.content == medical.template("term").render({"term": "tachycardia"})
+
+
+async def test_enter_sends_keys_typed_before_it(vault_with_settings: Path) -> None:
+    """Type-ahead: keys still queued for the composer when Enter (a priority binding) runs are
+    part of the message; nothing is cut off or lost."""
+    from textual import events
+
+    from tui.widgets import Composer
+
+    app = BastionApp(kdf=FAST_KDF)
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app)
+        composer = app.screen.query_one(Composer)
+        composer.focus()
+        await pilot.pause(0.05)
+        for ch in "hello there":
+            composer.post_message(events.Key("space" if ch == " " else ch, ch))
+        composer.action_submit()  # what the Enter binding does, before those keys are handled
+        await pilot.pause(0.2)
+        await settle(pilot, app)
+        users = [m.content for m in app.session.thread if m.role == "user"]
+        assert users == ["hello there"]
+        assert composer.text == ""

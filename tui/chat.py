@@ -413,10 +413,11 @@ class ChatScreen(Screen[None]):
             )
             await self.query_one("#messages").mount(note, before=box)
         bar = self.query_one(StatusBar)
-        bar.tokens_per_s = stats.decode_tokens_per_s
-        bar.ttft = stats.time_to_first_token_s
-        bar.context_used = stats.context_used
-        bar.context_size = stats.context_size
+        if stats.prompt_tokens:  # a pack's fixed safety response involves no model
+            bar.tokens_per_s = stats.decode_tokens_per_s
+            bar.ttft = stats.time_to_first_token_s
+            bar.context_used = stats.context_used
+            bar.context_size = stats.context_size
         self._update_branch_marks()
         if not self.session.incognito:
             self.refresh_all()

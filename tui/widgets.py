@@ -64,6 +64,8 @@ class MessageBox(Vertical, can_focus=True):
         yield sources
 
     def _notes(self) -> str:
+        if self.role != "assistant":
+            return ""  # the rules that fired are shown with the answer
         stats = (self.message.stats if self.message else None) or {}
         notes = stats.get("safety") or self.pending_notes
         lines = []
@@ -159,6 +161,12 @@ class Composer(TextArea):
     """Id of the user message being edited, or None when composing a new one."""
 
     def action_submit(self) -> None:
+        # Enter is a priority binding: it runs before key presses already queued for this
+        # widget (fast typing, or type-ahead while the app was busy). Reading the text now
+        # would send half a message and lose the rest; read it after those keys.
+        self.call_later(self._submit)
+
+    def _submit(self) -> None:
         text = self.text.strip()
         if text:
             self.post_message(self.Submitted(self, text))
