@@ -125,7 +125,8 @@ def format_stats(stats: TurnStats) -> str:
     return line
 
 
-def _question(args: argparse.Namespace, pack: Pack | None) -> str:
+def _question(args: argparse.Namespace, pack: Pack | None) -> tuple[str, str | None]:
+    """The question, and for a template the text to search the references with (its values)."""
     if args.template:
         if pack is None:
             raise UsageError("bastion ask: --template needs --pack")
@@ -135,13 +136,13 @@ def _question(args: argparse.Namespace, pack: Pack | None) -> str:
             if not sep:
                 raise UsageError(f"bastion ask: --var {item!r} is not NAME=VALUE")
             values[name.strip()] = value
-        return pack.template(args.template).render(values)
+        return pack.template(args.template).render(values), " ".join(values.values())
     if args.question is None:
         raise UsageError("bastion ask: give a question (or --template with --pack)")
     question = sys.stdin.read() if args.question == "-" else args.question
     if not question.strip():
         raise UsageError("bastion ask: the question is empty")
-    return question
+    return question, None
 
 
 def _transient(question: str, stats: dict[str, Any] | None) -> Message:
@@ -182,7 +183,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             assert store is not None
             pack_chat.install_builtins(store)
             pack = pack_chat.get(store, pack_id).pack
-        question = _question(args, pack)
+        question, lookup = _question(args, pack)
         sampling = _sampling(args, pack.sampling if pack else None)
         engine = chat.load_engine(info)
         if pack is not None and engine.n_ctx < pack.min_context:
@@ -194,7 +195,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if pack is not None:
             assert store is not None
             grounded = pack_chat.check_question(
-                store, pack, question, lambda t: len(engine.tokenize(t))
+                store, pack, question, lambda t: len(engine.tokenize(t)), lookup
             )
             for notice in grounded.notices:
                 if notice.action == "caution":

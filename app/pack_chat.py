@@ -422,9 +422,16 @@ class GroundedTurn:
 
 
 def check_question(
-    store: Store, pack: Pack, question: str, count_tokens: Callable[[str], int]
+    store: Store,
+    pack: Pack,
+    question: str,
+    count_tokens: Callable[[str], int],
+    lookup: str | None = None,
 ) -> GroundedTurn:
-    """Run the input safety rules, then find sources (unless a rule answers)."""
+    """Run the input safety rules, then find sources (unless a rule answers).
+
+    ``lookup`` is what the references are searched with (default: the question); for a
+    template, its values, so that the template's own wording does not pick the sources."""
     turn = GroundedTurn()
     for rule in pack.check(question, "input"):
         turn.notices.append(Notice(rule.id, "input", rule.action, rule.message))
@@ -433,7 +440,7 @@ def check_question(
     if turn.notices:
         turn.user_stats["safety"] = [n.as_dict() for n in turn.notices]
     if turn.response is None:
-        sources = find_sources(store, pack, question, count_tokens)
+        sources = find_sources(store, pack, lookup or question, count_tokens)
         if sources:
             turn.user_stats["sources"] = source_dicts(sources)
     return turn

@@ -345,17 +345,20 @@ class ChatSession:
             return len(self.engine.tokenize(text))
         return len(text) // 3 + 1  # before a model is loaded: a cautious estimate
 
-    def _user_stats(self, text: str) -> dict[str, Any] | None:
+    def _user_stats(self, text: str, lookup: str | None = None) -> dict[str, Any] | None:
         """Run the pack's input rules and find sources for a new user message."""
         if self.pack is None:
             return None
-        grounded = pack_chat.check_question(self.store, self.pack, text, self._count_tokens)
+        grounded = pack_chat.check_question(self.store, self.pack, text, self._count_tokens, lookup)
         return grounded.user_stats or None
 
-    def send(self, text: str) -> PendingTurn:
-        """Save the user's message (acknowledged before generation) and prepare the turn."""
+    def send(self, text: str, lookup: str | None = None) -> PendingTurn:
+        """Save the user's message (acknowledged before generation) and prepare the turn.
+
+        ``lookup``: what to search the pack's references with, if not the text itself (the
+        values of a template)."""
         parent = self.thread[-1].id if self.thread else None
-        self._add("user", text, parent, stats=self._user_stats(text))
+        self._add("user", text, parent, stats=self._user_stats(text, lookup))
         return self._turn(self.thread, self.thread[-1].id)
 
     def edit(self, message_id: str, text: str) -> PendingTurn:

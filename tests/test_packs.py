@@ -343,3 +343,16 @@ def test_json_schema_rejects_what_the_model_rejects() -> None:
     assert schema["additionalProperties"] is False
     assert "system_prompt" in schema["required"]
     assert schema["$defs"]["SafetyRule"]["additionalProperties"] is False
+
+
+def test_template_sources_come_from_its_values() -> None:
+    """A template's own wording does not choose the sources: its values do."""
+    store = memory_store()
+    pack_chat.install_builtins(store)
+    medical = packs.builtin("medical")
+    text = medical.template("term").render({"term": "INR"})
+    by_text = pack_chat.check_question(store, medical, text, words)
+    by_values = pack_chat.check_question(store, medical, text, words, lookup="INR")
+    refs = [s["ref_id"] for s in by_values.user_stats["sources"]]
+    assert refs[0] == "warfarin"
+    assert by_text.user_stats.get("sources") != by_values.user_stats["sources"]

@@ -332,15 +332,15 @@ class ChatScreen(Screen[None]):
         if pack is None or self.generating:
             return
 
-        def done(message: str | None) -> None:
-            if message:
-                self.prepare(message, None)
+        def done(result: tuple[str, str] | None) -> None:
+            if result:
+                self.prepare(result[0], None, result[1])
 
         self.app.push_screen(TemplateScreen(pack.template(template_id)), done)
 
     @work(thread=True, group="store", exit_on_error=False)
-    def prepare(self, text: str, editing: str | None) -> None:
-        turn = self.session.edit(editing, text) if editing else self.session.send(text)
+    def prepare(self, text: str, editing: str | None, lookup: str | None = None) -> None:
+        turn = self.session.edit(editing, text) if editing else self.session.send(text, lookup)
         self.app.call_from_thread(self._begin, turn)
 
     async def _begin(self, turn: PendingTurn) -> None:

@@ -196,7 +196,8 @@ class PackScreen(_Dialog):
 
 
 class TemplateScreen(_Dialog):
-    """Fill in a pack template's variables; dismisses with the rendered message."""
+    """Fill in a pack template's variables; dismisses with the rendered message and the
+    values (the references are searched with those)."""
 
     def __init__(self, template: Template) -> None:
         super().__init__()
@@ -245,7 +246,7 @@ class TemplateScreen(_Dialog):
         except TemplateError as exc:
             self.query_one("#template-error", Label).update(escape(str(exc)))
             return
-        self.dismiss(text)
+        self.dismiss((text, " ".join(v for v in values.values() if v)))
 
 
 class SettingsScreen(_Dialog):
