@@ -47,6 +47,8 @@ class PendingTurn:
     """Safety rules that fired on the user's message."""
     sources: list[dict[str, Any]] = field(default_factory=list)
     """Reference chunks sent with the user's message."""
+    prefix_s: float = 0.0
+    """Seconds spent computing the pack's prefix state before this turn (first use only)."""
 
 
 class ChatSession:
@@ -393,7 +395,7 @@ class ChatSession:
             self.load_model(self.model_for_conversation())
         assert self.engine is not None
         if self.pack is not None:
-            pack_chat.warm(self.engine, self.pack)
+            _, turn.prefix_s = pack_chat.warm(self.engine, self.pack)
         turn.generation = self.engine.chat(turn.messages, self.sampling(), cancel=turn.cancel)
         return turn.generation
 
@@ -404,6 +406,11 @@ class ChatSession:
         stats = turn.generation.stats
         if turn.cancel.is_set():
             stats.stop_reason = StopReason.CANCELLED
+        if turn.prefix_s:
+            # The first conversation with a pack also waited for its prefix to be computed:
+            # that is part of the wait for the first token.
+            stats.prefix_prefill_s = turn.prefix_s
+            stats.time_to_first_token_s += turn.prefix_s
         data: dict[str, Any] = stats.model_dump(mode="json")
         if turn.response is not None:
             data = {"fixed_response": True}

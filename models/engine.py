@@ -83,6 +83,8 @@ class TurnStats(BaseModel):
     decode_tokens_per_s: float = 0.0
     """Tokens per second after the first one (pure decode speed)."""
     prefill_tokens_per_s: float = 0.0
+    prefix_prefill_s: float = 0.0
+    """Seconds spent computing a saved prefix (a pack's) before this turn; 0 when restored."""
     total_s: float = 0.0
     stop_reason: StopReason = StopReason.EOS
     context_size: int = 0
