@@ -145,19 +145,6 @@ def _question(args: argparse.Namespace, pack: Pack | None) -> tuple[str, str | N
     return question, None
 
 
-def _transient(question: str, stats: dict[str, Any] | None) -> Message:
-    """The question as a message that is not (yet) stored."""
-    return Message(
-        id="pending",
-        conversation_id="pending",
-        parent_id=None,
-        role="user",
-        content=question,
-        created=datetime.now(UTC),
-        stats=stats or None,
-    )
-
-
 def cmd_ask(args: argparse.Namespace) -> int:
     info = chat.pick_model(args.model)
     with contextlib.ExitStack() as stack:
@@ -209,7 +196,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         else:
             if pack is not None:
                 messages = pack_chat.model_messages(
-                    pack, [*history, _transient(question, grounded.user_stats)]
+                    pack, [*history, pack_chat.pending_question(question, grounded.user_stats)]
                 )
             else:
                 messages = chat.build_messages(question, system=args.system, history=history)

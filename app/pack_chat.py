@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from app import packs
@@ -469,6 +470,19 @@ def model_messages(pack: Pack | None, history: Sequence[Message]) -> list[ChatMe
             content = with_sources(m.content, stats["sources"])
         out.append(ChatMessage(role=m.role, content=content, pinned=m.pinned, id=m.id))
     return out
+
+
+def pending_question(question: str, stats: dict[str, Any] | None) -> Message:
+    """A question as a message that is not stored (yet): for building a turn before saving."""
+    return Message(
+        id="pending",
+        conversation_id="pending",
+        parent_id=None,
+        role="user",
+        content=question,
+        created=datetime.now(UTC),
+        stats=stats or None,
+    )
 
 
 def with_sources(question: str, sources: Sequence[dict[str, Any]]) -> str:

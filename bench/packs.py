@@ -20,7 +20,6 @@ import json
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,7 +28,6 @@ from app import pack_chat, packs
 from models.discovery import embedded_model_path
 from models.engine import ChatMessage, Engine
 from models.settings import SamplingSettings
-from storage.schema import Message
 from storage.store import Store
 from storage.vault import memory_store
 
@@ -44,24 +42,12 @@ QUESTIONS = [
 ]
 
 
-def _message(question: str, stats: dict[str, object]) -> Message:
-    return Message(
-        id="q",
-        conversation_id="bench",
-        parent_id=None,
-        role="user",
-        content=question,
-        created=datetime.now(UTC),
-        stats=stats or None,
-    )
-
-
 def pack_messages(
     store: Store, engine: Engine, pack: packs.Pack, question: str
 ) -> list[ChatMessage]:
     turn = pack_chat.check_question(store, pack, question, lambda t: len(engine.tokenize(t)))
     stats = {k: v for k, v in turn.user_stats.items() if k == "sources"}
-    return pack_chat.model_messages(pack, [_message(question, stats)])
+    return pack_chat.model_messages(pack, [pack_chat.pending_question(question, stats)])
 
 
 def accuracy(engine: Engine, store: Store, pack: packs.Pack, with_pack: bool) -> float:

@@ -377,14 +377,7 @@ class Engine:
             if cancel is not None and cancel.is_set():
                 stats.stop_reason = StopReason.CANCELLED
                 return
-            cached = 0
-            if llama.n_tokens:
-                for a, b in zip(llama._input_ids[: llama.n_tokens], tokens, strict=False):
-                    if a != b:
-                        break
-                    cached += 1
-                cached = min(cached, len(tokens) - 1)  # generate() replays one token at least
-            cached = self._restore_prefix(tokens, cached)
+            cached = self._reusable(tokens)
             stats.prompt_tokens_evaluated = len(tokens) - cached
             budget = min(sampling.max_tokens, self.n_ctx - len(tokens))
             llama.set_seed(sampling.seed if sampling.seed is not None else time.time_ns() % 2**31)
@@ -485,6 +478,20 @@ class Engine:
                 self._prefixes.popitem(last=False)
             return len(tokens), time.perf_counter() - start
 
+    def _reusable(self, tokens: Sequence[int]) -> int:
+        """How many leading ``tokens`` the KV cache can serve: the match with what it holds
+        (one token short of all: the last is always replayed), or a longer saved prefix,
+        which is then loaded. Call with the lock held."""
+        llama = self.llama
+        cached = 0
+        if llama.n_tokens:
+            for a, b in zip(llama._input_ids[: llama.n_tokens], tokens, strict=False):
+                if a != b:
+                    break
+                cached += 1
+            cached = min(cached, len(tokens) - 1)
+        return self._restore_prefix(tokens, cached)
+
     def _restore_prefix(self, tokens: Sequence[int], cached: int) -> int:
         """Load a saved prefix of ``tokens`` longer than the ``cached`` match, if any.
         Returns the new number of cached tokens. Call with the lock held."""
@@ -527,14 +534,7 @@ class Engine:
             )
         with self._lock:
             llama = self.llama
-            cached = 0
-            if llama.n_tokens:
-                for a, b in zip(llama._input_ids[: llama.n_tokens], prompt, strict=False):
-                    if a != b:
-                        break
-                    cached += 1
-            cached = self._restore_prefix(prompt, min(cached, len(prompt) - 1))
-            cached = min(cached, len(prompt) - 1)
+            cached = min(self._reusable(prompt), len(prompt) - 1)
             llama.n_tokens = cached
             llama.eval(prompt[cached:])
 
