@@ -605,7 +605,7 @@ class Chunk:
     text: str
 
 
-def chunks(pack: Pack, max_chars: int = 420) -> list[Chunk]:
+def chunks(pack: Pack, max_chars: int = 240) -> list[Chunk]:
     """Split every reference into paragraph-aligned chunks of at most ``max_chars``
     (a longer paragraph is split at sentence ends)."""
     out: list[Chunk] = []
