@@ -516,6 +516,27 @@ class Engine:
         llama.n_tokens = len(best)
         return len(best)
 
+    def prefill(
+        self, messages: Sequence[ChatMessage], cancel: threading.Event | None = None
+    ) -> int:
+        """Evaluate the prompt of ``messages`` into the KV cache ahead of time (e.g. a turn's
+        sources while the user is still typing the question). A later :meth:`chat` whose
+        prompt starts with the same tokens evaluates only the rest. Skipped when ``cancel`` is
+        set or another generation holds the engine. Returns the tokens evaluated."""
+        tokens = self.prompt_tokens(messages)
+        if len(tokens) >= self.n_ctx // 2 or not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            if cancel is not None and cancel.is_set():
+                return 0
+            cached = self._reusable(tokens)
+            llama = self.llama
+            llama.n_tokens = cached
+            llama.eval(tokens[cached:])
+            return len(tokens) - cached
+        finally:
+            self._lock.release()
+
     # -- scoring ------------------------------------------------------------------------
 
     def option_logprobs(

@@ -206,3 +206,20 @@ def test_option_scores(engine: Engine) -> None:
     assert engine.option_logprobs(msgs, ["Blue", "Tuesday", "Elephant"]) == pytest.approx(scores)
     # Scoring leaves the engine usable for chat.
     assert engine.chat(msgs, GREEDY).text()
+
+
+def test_prefill_ahead_changes_nothing_but_the_work(engine: Engine) -> None:
+    """Evaluating the start of a prompt ahead of time (sources while the user types) gives
+    the same answer and leaves only the rest to evaluate."""
+    system = ChatMessage(role="system", content="You answer briefly.", pinned=True)
+    sources = "Sources:\n[1] Paracetamol: the adult maximum is 4 grams in 24 hours.\n\nQuestion: "
+    full = [system, user(sources + "What is the adult maximum of paracetamol?")]
+    engine.clear_cache()
+    cold = engine.chat(full, GREEDY)
+    cold_text = cold.text()
+    engine.chat([user("Something unrelated")], GREEDY).text()
+    ahead = engine.prefill([system, user(sources)])
+    assert ahead > 20
+    warm = engine.chat(full, GREEDY)
+    assert warm.text() == cold_text
+    assert warm.stats.prompt_tokens_evaluated < cold.stats.prompt_tokens - ahead + 5

@@ -355,3 +355,25 @@ async def test_enter_sends_keys_typed_before_it(vault_with_settings: Path) -> No
         users = [m.content for m in app.session.thread if m.role == "user"]
         assert users == ["hello there"]
         assert composer.text == ""
+
+
+async def test_pack_sources_are_prepared_while_typing(vault_with_settings: Path) -> None:
+    """Once typing pauses in a pack conversation, the draft's sources are evaluated ahead:
+    sending then evaluates little more than the question itself."""
+    app = BastionApp(kdf=FAST_KDF)
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app)
+        await pilot.press("ctrl+n")
+        await settle(pilot, app)
+        await pilot.press("down", "down", "enter")
+        await settle(pilot, app)
+        await pilot.click("#composer")
+        await type_text(pilot, "What is the maximum daily dose of paracetamol?")
+        await pilot.pause(0.8)  # the typing pause that starts the preparation
+        await settle(pilot, app)
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        await settle(pilot, app)
+        answer = app.session.thread[-1]
+        assert answer.stats and answer.stats["sources"]
+        assert answer.stats["prompt_tokens_evaluated"] < 40, answer.stats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message as TMessage
 from textual.screen import Screen
-from textual.widgets import Footer, Label, ListView, Markdown, Static
+from textual.timer import Timer
+from textual.widgets import Footer, Label, ListView, Markdown, Static, TextArea
 from textual.widgets.markdown import MarkdownStream
 
 from app import offline
@@ -42,6 +44,10 @@ from tui.widgets import (
 
 if TYPE_CHECKING:
     from app.session import ChatSession, PendingTurn
+
+# In a pack conversation, once typing pauses this long, the draft's sources are looked up and
+# evaluated into the KV cache, so that sending evaluates little more than the question.
+PREFETCH_DELAY_S = 0.4
 
 # How often streamed text is handed to the UI. Per-token UI updates halve generation speed on
 # 2 cores (../shared/FINDINGS.md): the UI thread's CPU time is taken from llama.cpp's threads.
@@ -140,6 +146,7 @@ class ChatScreen(Screen[None]):
         self._stream: MarkdownStream | None = None
         self._stream_box: MessageBox | None = None
         self._render_lock = asyncio.Lock()
+        self._prefetch_timer: Timer | None = None
 
     @property
     def session(self) -> ChatSession:
@@ -293,6 +300,28 @@ class ChatScreen(Screen[None]):
     @property
     def generating(self) -> bool:
         return self._turn is not None
+
+    @on(TextArea.Changed, "#composer")
+    def _draft_changed(self) -> None:
+        """In a pack conversation, prepare the sources for the draft once typing pauses."""
+        if self._prefetch_timer is not None:
+            self._prefetch_timer.stop()
+            self._prefetch_timer = None
+        if self.session.pack is not None and not self.generating:
+            self._prefetch_timer = self.set_timer(PREFETCH_DELAY_S, self._start_prefetch)
+
+    def _start_prefetch(self) -> None:
+        self._prefetch_timer = None
+        text = self.query_one(Composer).text
+        if self.generating or not text.strip() or text.startswith("/"):
+            return
+        self._prefetch(text)
+
+    @work(thread=True, group="prefetch", exclusive=True, exit_on_error=False)
+    def _prefetch(self, draft: str) -> None:
+        # An optimisation only: if it fails, sending works as before, so nothing is shown.
+        with contextlib.suppress(Exception):
+            self.session.prefetch(draft)
 
     @on(Composer.Submitted)
     def _submitted(self, event: Composer.Submitted) -> None:
