@@ -23,6 +23,8 @@ from app.cli_common import (
     EXIT_USAGE,
     Parser,
     UsageError,
+    add_decryption_args,
+    add_encryption_args,
     add_passphrase_fd,
     confirm,
     decrypt_file,
@@ -148,12 +150,11 @@ def _question(args: argparse.Namespace, pack: Pack | None) -> tuple[str, str | N
 def cmd_ask(args: argparse.Namespace) -> int:
     info = chat.pick_model(args.model)
     with contextlib.ExitStack() as stack:
-        needs_vault = bool(args.save or args.cont or args.pack)
         vault = None
-        if needs_vault and (vault_dir() / "vault.hdr").exists():
+        # Saving needs the vault (open_vault says how to create one); a pack uses it if it
+        # exists, for imported packs.
+        if args.save or args.cont or (args.pack and (vault_dir() / "vault.hdr").exists()):
             vault = stack.enter_context(open_vault(args))
-        elif args.save or args.cont:
-            stack.enter_context(open_vault(args))  # raises: no vault
         # Without a vault, built-in packs work from a memory-only store (nothing on disk).
         store = vault.store if vault is not None else (memory_store() if args.pack else None)
         history: list[Message] = []
@@ -584,13 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?", help="conversation id (or --all)")
     p.add_argument("out", help="the file to write")
     p.add_argument("--all", action="store_true", help="every conversation")
-    p.add_argument("--passphrase", action="store_true", help="encrypt with a passphrase")
-    p.add_argument(
-        "--recipient",
-        action="append",
-        metavar="KEY",
-        help="age (age1...) or ssh-ed25519 public key; repeatable",
-    )
+    add_encryption_args(p)
     p.add_argument("--format", choices=["md", "json"], default="md")
     p.add_argument(
         "--redact",
@@ -598,7 +593,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace e-mails, phone numbers, IDs, record numbers, birth dates",
     )
     p.add_argument("--yes", action="store_true", help="do not ask to confirm redactions")
-    p.add_argument("--export-passphrase-fd", type=int, metavar="FD")
     add_passphrase_fd(p)
     p.set_defaults(func=cmd_export)
 
@@ -609,22 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("file")
-        p.add_argument("--identity", metavar="FILE", help="an age identity file")
-        p.add_argument("--export-passphrase-fd", type=int, metavar="FD")
-        p.add_argument(
-            "--max-work-factor",
-            type=int,
-            default=export_fmt.DEFAULT_MAX_WORK_FACTOR,
-            metavar="N",
-            help="refuse scrypt work factors above 2^N",
-        )
-        p.add_argument(
-            "--max-size",
-            type=int,
-            default=export_fmt.DEFAULT_MAX_SIZE,
-            metavar="BYTES",
-            help="refuse larger files",
-        )
+        add_decryption_args(p)
         add_passphrase_fd(p)
         p.set_defaults(func=func)
 
@@ -637,8 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backup", help="an encrypted backup of the whole vault")
     p.add_argument("out")
-    p.add_argument("--passphrase", action="store_true", help="encrypt with a passphrase")
-    p.add_argument("--export-passphrase-fd", type=int, metavar="FD")
+    add_encryption_args(p, recipients=False)
     add_passphrase_fd(p)
     p.set_defaults(func=cmd_backup)
     return parser

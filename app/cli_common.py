@@ -119,6 +119,38 @@ def decrypt_file(
     return export_fmt.decrypt(data, identities=[identity], max_work_factor=args.max_work_factor)
 
 
+def add_encryption_args(p: argparse.ArgumentParser, *, recipients: bool = True) -> None:
+    """How a file written for export is encrypted (see :func:`encryption`): to the vault's
+    own key by default, with ``--passphrase``, or to ``--recipient`` keys."""
+    p.add_argument("--passphrase", action="store_true", help="encrypt with a passphrase")
+    if recipients:
+        p.add_argument(
+            "--recipient",
+            action="append",
+            metavar="KEY",
+            help="age (age1...) or ssh-ed25519 public key; repeatable",
+        )
+    p.add_argument("--export-passphrase-fd", type=int, metavar="FD")
+
+
+def add_decryption_args(
+    p: argparse.ArgumentParser, *, max_size: int = export_fmt.DEFAULT_MAX_SIZE
+) -> None:
+    """How an age file is read and decrypted (see :func:`read_export`, :func:`decrypt_file`)."""
+    p.add_argument("--identity", metavar="FILE", help="an age identity file")
+    p.add_argument("--export-passphrase-fd", type=int, metavar="FD")
+    p.add_argument(
+        "--max-work-factor",
+        type=int,
+        default=export_fmt.DEFAULT_MAX_WORK_FACTOR,
+        metavar="N",
+        help="refuse scrypt work factors above 2^N",
+    )
+    p.add_argument(
+        "--max-size", type=int, default=max_size, metavar="BYTES", help="refuse larger files"
+    )
+
+
 def add_passphrase_fd(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--passphrase-fd",

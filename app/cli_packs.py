@@ -12,11 +12,14 @@ from app import pack_chat, packs
 from app.cli_common import (
     EXIT_ERROR,
     UsageError,
+    add_decryption_args,
+    add_encryption_args,
     add_passphrase_fd,
     confirm,
     decrypt_file,
     encryption,
     open_vault,
+    read_export,
     vault_dir,
 )
 from app.packs import Pack, PackError
@@ -139,10 +142,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _load_for_import(args: argparse.Namespace, vault: Any) -> Pack:
     path = Path(args.file)
     if path.is_file():
-        head = path.open("rb").read(64)
+        with path.open("rb") as fh:
+            head = fh.read(64)
         if head.startswith(b"age-encryption.org/"):
-            data = export_fmt.read_limited(path, packs.MAX_PACK_BYTES * 4)
-            header = export_fmt.read_header(data)
+            data, header = read_export(args)
             plain = decrypt_file(args, vault, data, header)
             try:
                 text = plain.decode("utf-8")
@@ -272,14 +275,7 @@ def add_parser(sub: Any) -> None:
     a = psub.add_parser("import", help="install a pack (TOML file, folder, or .age export)")
     a.add_argument("file")
     a.add_argument("--yes", action="store_true", help="replace an equal or newer version")
-    a.add_argument("--identity", metavar="FILE", help="age identity for an encrypted pack")
-    a.add_argument("--export-passphrase-fd", type=int, metavar="FD")
-    a.add_argument(
-        "--max-work-factor",
-        type=int,
-        default=export_fmt.DEFAULT_MAX_WORK_FACTOR,
-        help=argparse.SUPPRESS,
-    )
+    add_decryption_args(a, max_size=packs.MAX_PACK_BYTES * 4)
     add_passphrase_fd(a)
     a.set_defaults(func=cmd_import)
 
@@ -287,9 +283,7 @@ def add_parser(sub: Any) -> None:
     a.add_argument("id")
     a.add_argument("out")
     a.add_argument("--plain", action="store_true", help="unencrypted TOML, e.g. to publish")
-    a.add_argument("--passphrase", action="store_true", help="encrypt with a passphrase")
-    a.add_argument("--recipient", action="append", metavar="KEY", help="age or ssh key")
-    a.add_argument("--export-passphrase-fd", type=int, metavar="FD")
+    add_encryption_args(a)
     add_passphrase_fd(a)
     a.set_defaults(func=cmd_export)
 

@@ -555,7 +555,7 @@ class Engine:
             )
         with self._lock:
             llama = self.llama
-            cached = min(self._reusable(prompt), len(prompt) - 1)
+            cached = self._reusable(prompt)  # at most len(prompt) - 1
             llama.n_tokens = cached
             llama.eval(prompt[cached:])
 

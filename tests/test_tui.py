@@ -53,6 +53,17 @@ async def send(pilot: Pilot, app: BastionApp, text: str) -> None:
     await settle(pilot, app)
 
 
+async def start_medical(pilot: Pilot, app: BastionApp) -> None:
+    """Ctrl+N, then choose the medical pack in the picker (No pack, Legal, Medical)."""
+    from tui.dialogs import PackScreen
+
+    await pilot.press("ctrl+n")
+    await settle(pilot, app)
+    assert isinstance(app.screen, PackScreen)
+    await pilot.press("down", "down", "enter")
+    await settle(pilot, app)
+
+
 @pytest.fixture
 def vault_with_settings(private_dirs: Path) -> Path:
     """A vault (cheap KDF) whose answers are short and greedy."""
@@ -273,17 +284,13 @@ async def test_medical_pack_disclaimer_red_flag_sources_and_template(
     """A medical conversation shows the disclaimer; a red flag gets the fixed response without
     the model; a real answer lists its sources; /term opens the template form."""
     from app import packs
-    from tui.dialogs import PackScreen, TemplateScreen
+    from tui.dialogs import TemplateScreen
 
     medical = packs.builtin("medical")
     app = BastionApp(kdf=FAST_KDF)
     async with app.run_test(size=SIZE) as pilot:
         await unlock(pilot, app)
-        await pilot.press("ctrl+n")
-        await settle(pilot, app)
-        assert isinstance(app.screen, PackScreen)
-        await pilot.press("down", "down", "enter")  # No pack, Legal, Medical
-        await settle(pilot, app)
+        await start_medical(pilot, app)
         screen = app.screen
         assert isinstance(screen, ChatScreen) and app.session.pack is not None
         banner = screen.query_one("#banner")
@@ -363,10 +370,7 @@ async def test_pack_sources_are_prepared_while_typing(vault_with_settings: Path)
     app = BastionApp(kdf=FAST_KDF)
     async with app.run_test(size=SIZE) as pilot:
         await unlock(pilot, app)
-        await pilot.press("ctrl+n")
-        await settle(pilot, app)
-        await pilot.press("down", "down", "enter")
-        await settle(pilot, app)
+        await start_medical(pilot, app)
         await pilot.click("#composer")
         await type_text(pilot, "What is the maximum daily dose of paracetamol?")
         await pilot.pause(0.8)  # the typing pause that starts the preparation
