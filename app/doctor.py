@@ -8,9 +8,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app import chat, offline, paths
-from storage import crypto
-from storage.vault import VAULT_FILES, Vault, VaultError, file_mode_problems
+from bastion.app import model_choice, offline, paths
+from bastion.models.engine import backend_info
+from bastion.storage import crypto
+from bastion.storage.vault import VAULT_FILES, Vault, VaultError, file_mode_problems
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -90,7 +91,7 @@ def check_vault(vault: Vault) -> list[Check]:
 
 
 def check_models(vault: Vault | None) -> list[Check]:
-    found = chat.find_models()
+    found = model_choice.find_models()
     usable = [m for m in found if m.usable]
     checks = [
         Check(
@@ -110,7 +111,7 @@ def check_models(vault: Vault | None) -> list[Check]:
     changed = []
     for name, sha in sorted(recorded):
         info = by_name.get(name)
-        if info is not None and chat.model_sha256(info) != sha:
+        if info is not None and model_choice.model_sha256(info) != sha:
             changed.append(name)
     checks.append(
         Check(
@@ -137,20 +138,16 @@ def check_guard() -> Check:
 
 def check_llama() -> Check:
     try:
-        import llama_cpp
-
-        info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
-        features = [p.split("=")[0].split(":")[-1].strip() for p in info.split("|") if "= 1" in p]
-        lib = Path(llama_cpp.__file__).parent / "lib" / "libllama.so"
-        where = "bundled with this executable" if getattr(sys, "frozen", False) else "installed"
-        return Check(
-            "llama.cpp",
-            OK,
-            f"llama-cpp-python {llama_cpp.__version__} ({where}: {lib}); "
-            f"CPU: {', '.join(features) or info}",
-        )
+        info = backend_info()
     except Exception as exc:  # a broken build is exactly what doctor should report
         return Check("llama.cpp", FAIL, f"cannot load: {exc}")
+    where = "bundled with this executable" if getattr(sys, "frozen", False) else "installed"
+    return Check(
+        "llama.cpp",
+        OK,
+        f"llama-cpp-python {info.version} ({where}: {info.library}); "
+        f"CPU: {', '.join(info.cpu_features) or info.system_info}",
+    )
 
 
 def check_disk(data: Path) -> Check:
@@ -167,10 +164,11 @@ def run(passphrase: bytearray | None) -> list[Check]:
     data = paths.data_dir()
     checks = [check_guard()]
     vault = None
-    header = data / "vault" / "vault.hdr"
-    if header.exists() and passphrase is not None:
+    folder = paths.vault_dir()
+    exists = paths.vault_exists(folder)
+    if exists and passphrase is not None:
         try:
-            vault = Vault.open(data / "vault", passphrase, accept_rollback=True)
+            vault = Vault.open(folder, passphrase, accept_rollback=True)
             checks.append(Check("vault header", OK, "unlocked; every header byte authenticated"))
         except crypto.UnlockError as exc:
             checks.append(Check("vault header", FAIL, str(exc)))
@@ -178,7 +176,7 @@ def run(passphrase: bytearray | None) -> list[Check]:
             checks.append(Check("vault", FAIL, str(exc)))
         finally:
             crypto.wipe(passphrase)
-    elif not header.exists():
+    elif not exists:
         checks.append(Check("vault", WARN, "no vault yet (run `bastion init`)"))
     try:
         if vault is not None:

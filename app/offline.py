@@ -58,7 +58,7 @@ class OfflineError(PermissionError):
 
 def _culprit(frame: FrameType | None) -> str:
     """The first module on the stack that is not the guard or the socket machinery."""
-    skip = ("socket", "ssl", "selectors", "subprocess", "asyncio", "app.offline", "os")
+    skip = ("socket", "ssl", "selectors", "subprocess", "asyncio", "bastion.app.offline", "os")
     while frame is not None:
         name = frame.f_globals.get("__name__", "?")
         if not name.startswith(skip):

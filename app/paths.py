@@ -7,6 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
+from bastion.storage.vault import DB_NAME, HEADER_NAME
+
 APP = "bastion"
 
 
@@ -33,6 +35,22 @@ def cache_dir() -> Path:
 def models_dir() -> Path:
     """The user's own GGUF files."""
     return data_dir() / "models"
+
+
+def vault_dir() -> Path:
+    """The vault's folder (``vault.hdr``, ``vault.db``, ``vault.lock``)."""
+    return data_dir() / "vault"
+
+
+def vault_exists(folder: Path | None = None) -> bool:
+    """Whether ``folder`` (default: :func:`vault_dir`) holds a vault header."""
+    return ((folder or vault_dir()) / HEADER_NAME).exists()
+
+
+def vault_started(folder: Path | None = None) -> bool:
+    """Whether ``folder`` holds a vault header or database (``init`` refuses both)."""
+    folder = folder or vault_dir()
+    return (folder / HEADER_NAME).exists() or (folder / DB_NAME).exists()
 
 
 def ensure_private_dir(path: Path) -> Path:

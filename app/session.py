@@ -1,4 +1,5 @@
-"""The chat session behind the app: vault, current conversation, branches and the engine.
+"""The chat session behind the app and ``bastion ask``: vault, current conversation,
+branches, the engine, and the turn pipeline's order (:mod:`bastion.app.turn`).
 
 Every method may block (disk, KDF, model): the UI calls them from thread workers.
 Incognito conversations live only in this object's memory and are never written.
@@ -11,72 +12,141 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from app import chat, pack_chat, paths, transfer
-from app.packs import Pack
-from app.settings import AppSettings
-from models.discovery import ModelInfo
-from models.engine import ChatMessage, Engine, Generation, StopReason, TurnStats
-from models.settings import SamplingSettings
-from storage import crypto
-from storage import export as export_fmt
-from storage.schema import Conversation, Message, SearchHit
-from storage.vault import Vault
+from bastion.app import model_choice, pack_library, paths, transfer, turn
+from bastion.app.pack_library import InstalledPack
+from bastion.app.packs import Pack
+from bastion.app.settings import AppSettings
+from bastion.models.discovery import ModelInfo
+from bastion.models.engine import ChatMessage, Engine, Generation, StopReason, TurnStats
+from bastion.models.settings import SamplingSettings
+from bastion.storage import crypto
+from bastion.storage import export as export_fmt
+from bastion.storage.crypto import KdfParams, UnlockError
+from bastion.storage.schema import (
+    Conversation,
+    Message,
+    MessageMeta,
+    SafetyNotice,
+    SearchHit,
+    SourceRef,
+)
+from bastion.storage.store import Store
+from bastion.storage.vault import RollbackError, Vault, memory_store
+
+__all__ = [
+    "ChatSession",
+    "KdfParams",
+    "LockedError",
+    "PackContextError",
+    "PendingTurn",
+    "RollbackError",
+    "UnlockError",
+]
 
 INCOGNITO_ID = "incognito"
 SETTINGS_KEY = "app"
+TITLE_LENGTH = 60
 
 
-def vault_folder() -> Path:
-    return paths.data_dir() / "vault"
+class LockedError(RuntimeError):
+    """The vault is locked: unlock it first."""
+
+
+class PackContextError(Exception):
+    """The model's context is smaller than the conversation's pack needs."""
+
+
+def title_for(question: str) -> str:
+    """A conversation title from its first question: first line, at most 60 characters."""
+    line = " ".join(question.split())
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
 @dataclass
 class PendingTurn:
-    """A turn ready to generate: what the model sees and where the answer goes."""
+    """A turn ready to generate: the saved question, what the model sees, where the answer
+    goes."""
 
+    question: Message
+    """The user message the answer replies to (with its safety notices and sources)."""
     messages: list[ChatMessage]
-    parent_id: str | None
-    """The user message the answer replies to."""
     generation: Generation | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
-    response: str | None = None
-    """A pack safety rule's fixed answer: the model is not asked."""
-    notices: list[pack_chat.Notice] = field(default_factory=list)
-    """Safety rules that fired on the user's message."""
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    """Reference chunks sent with the user's message."""
     prefix_s: float = 0.0
     """Seconds spent computing the pack's prefix state before this turn (first use only)."""
 
+    @property
+    def parent_id(self) -> str:
+        return self.question.id
+
+    @property
+    def response(self) -> str | None:
+        """A pack safety rule's fixed answer: the model is not asked."""
+        return turn.fixed_response(self.question.meta.safety)
+
+    @property
+    def notices(self) -> list[SafetyNotice]:
+        """Safety rules that fired on the user's message."""
+        return list(self.question.meta.safety)
+
+    @property
+    def sources(self) -> list[SourceRef]:
+        """Reference passages sent with the user's message."""
+        return list(self.question.meta.sources)
+
 
 class ChatSession:
-    """One user's unlocked state. Create it locked; ``unlock`` or ``create_vault`` first."""
+    """One user's state. Create it locked; ``unlock`` or ``create_vault`` first, or use
+    :meth:`ephemeral` for a session that writes nothing (``bastion ask`` without a vault)."""
 
     def __init__(self, folder: Path | None = None) -> None:
-        self.folder = folder or vault_folder()
+        self.folder = folder or paths.vault_dir()
         self.vault: Vault | None = None
+        self._memory: Store | None = None
         self.settings = AppSettings()
         self.conversation: Conversation | None = None
         self.thread: list[Message] = []
         self.model: ModelInfo | None = None
         self.engine: Engine | None = None
+        self.preferred_model: str | None = None
+        """A model name or path asked for (``ask --model``): it wins over the conversation's."""
+        self.system: str | None = None
+        """A system prompt for conversations without a pack (``ask --system``)."""
+        self.sampling_override: SamplingSettings | None = None
+        """Sampling for the next turns, before the conversation's own (``ask`` options)."""
         self.pack: Pack | None = None
         """The domain pack of the current conversation, if any."""
         self.purged_at_unlock = 0
+
+    @classmethod
+    def ephemeral(cls) -> ChatSession:
+        """A session over a store in this process's memory only: built-in packs work, nothing
+        is written anywhere (``bastion ask`` when there is no vault or nothing to save)."""
+        session = cls()
+        session._memory = memory_store()
+        pack_library.install_builtins(session._memory)
+        return session
+
+    @classmethod
+    def over(cls, vault: Vault) -> ChatSession:
+        """A session on a vault that is already open (the CLI opens it itself)."""
+        session = cls(vault.paths.folder)
+        session.vault = vault
+        session._after_unlock()
+        return session
 
     # -- vault ----------------------------------------------------------------
 
     @property
     def vault_exists(self) -> bool:
-        return (self.folder / "vault.hdr").exists()
+        return paths.vault_exists(self.folder)
 
     @property
     def unlocked(self) -> bool:
-        return self.vault is not None and self.vault.is_open
+        return self._memory is not None or (self.vault is not None and self.vault.is_open)
 
-    def create_vault(self, passphrase: bytearray, kdf: crypto.KdfParams | None = None) -> None:
+    def create_vault(self, passphrase: bytearray, kdf: KdfParams | None = None) -> None:
         try:
             paths.ensure_private_dir(self.folder.parent)
             self.vault = Vault.create(self.folder, passphrase, kdf)
@@ -97,7 +167,7 @@ class ChatSession:
             self.settings = AppSettings.model_validate(stored)
         except ValueError:
             self.settings = AppSettings()
-        pack_chat.install_builtins(self.store)
+        pack_library.install_builtins(self.store)
         if self.settings.retention_days:
             cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
             self.purged_at_unlock = self.store.delete_older_than(cutoff)
@@ -114,9 +184,16 @@ class ChatSession:
             self.engine.clear_cache()
 
     @property
-    def store(self):  # -> Store
+    def store(self) -> Store:
+        """The open store.
+
+        Raises:
+            LockedError: the vault is locked.
+        """
+        if self._memory is not None:
+            return self._memory
         if self.vault is None or not self.vault.is_open:
-            raise RuntimeError("the vault is locked")
+            raise LockedError("the vault is locked")
         return self.vault.store
 
     def save_settings(self, settings: AppSettings) -> None:
@@ -126,42 +203,50 @@ class ChatSession:
     # -- model ----------------------------------------------------------------
 
     def available_models(self) -> list[ModelInfo]:
-        return chat.find_models()
+        return model_choice.find_models()
 
     def load_model(self, info: ModelInfo | None = None) -> Engine:
-        """Load ``info`` (or the default) and record it on the current conversation."""
-        info = info or chat.pick_model(self.settings.default_model)
-        self.engine = chat.load_engine(info, self.settings.load)
+        """Load ``info`` (or the conversation's, or the default) and record it on the current
+        conversation."""
+        info = info or self.model_for_conversation()
+        self.engine = model_choice.load_engine(info, self.settings.load)
         self.model = info
         conv = self.conversation
         if conv is not None and conv.id != INCOGNITO_ID:
             self.store.update_conversation(
-                conv.id, model_name=info.name, model_sha256=chat.model_sha256(info)
+                conv.id, model_name=info.name, model_sha256=model_choice.model_sha256(info)
             )
             self.conversation = self.store.get_conversation(conv.id)
         return self.engine
 
     def model_for_conversation(self) -> ModelInfo:
-        """The model remembered for the current conversation, else the default one."""
+        """The model asked for, else the one remembered for the current conversation, else
+        the default one.
+
+        Raises:
+            NoModelError: nothing usable matches.
+        """
+        if self.preferred_model:
+            return model_choice.pick_model(self.preferred_model)
         wanted = self.conversation.model_name if self.conversation else None
         if wanted:
             for info in self.available_models():
                 if info.name == wanted and info.usable:
                     return info
-        return chat.pick_model(self.settings.default_model)
+        return model_choice.pick_model(self.settings.default_model)
 
     # -- conversations --------------------------------------------------------
 
     def conversations(self) -> list[Conversation]:
         return self.store.list_conversations()
 
-    def available_packs(self) -> list[pack_chat.InstalledPack]:
-        return pack_chat.installed(self.store)
+    def available_packs(self) -> list[InstalledPack]:
+        return pack_library.installed(self.store)
 
     def new_conversation(self, *, incognito: bool = False, pack_id: str | None = None) -> None:
         """Start an empty conversation; it is written only when the first message is sent."""
         self.thread = []
-        self.pack = pack_chat.get(self.store, pack_id).pack if pack_id else None
+        self.pack = pack_library.get(self.store, pack_id).pack if pack_id else None
         if incognito:
             now = datetime.now(UTC)
             self.conversation = Conversation(
@@ -187,7 +272,7 @@ class ChatSession:
         if not conv.pack_id:
             return None
         try:
-            return pack_chat.get(self.store, conv.pack_id).pack
+            return pack_library.get(self.store, conv.pack_id).pack
         except Exception:  # removed or no longer valid: the conversation still opens
             return None
 
@@ -219,6 +304,8 @@ class ChatSession:
         return self.store.search(query)
 
     def sampling(self) -> SamplingSettings:
+        if self.sampling_override is not None:
+            return self.sampling_override
         conv = self.conversation
         if conv is not None and conv.settings.get("sampling"):
             try:
@@ -285,6 +372,11 @@ class ChatSession:
             return [m for m in self.thread if m.id == message_id]
         return self.store.siblings(message_id)
 
+    def branch_position(self, message_id: str) -> tuple[int, int]:
+        """(1-based position, count) of a message among its alternatives."""
+        ids = [m.id for m in self.siblings(message_id)]
+        return (ids.index(message_id) + 1 if message_id in ids else 1), max(len(ids), 1)
+
     def switch_branch(self, message_id: str, step: int) -> None:
         """Show the previous (-1) or next (+1) alternative of a message."""
         sibs = self.siblings(message_id)
@@ -296,9 +388,12 @@ class ChatSession:
         self.store.select_branch(target)
         self.thread = self.store.thread(self.conversation.id)
 
-    # -- turns ----------------------------------------------------------------
+    # -- turns: the stages of bastion.app.turn, in order ---------------------------------
 
-    def _add(self, role: str, content: str, parent_id: str | None, stats=None) -> Message:
+    def _add(
+        self, role: str, content: str, parent_id: str | None, meta: MessageMeta | None = None
+    ) -> Message:
+        meta = meta or MessageMeta()
         if self.incognito:
             msg = Message(
                 id=uuid.uuid4().hex,
@@ -307,52 +402,46 @@ class ChatSession:
                 role=role,
                 content=content,
                 created=datetime.now(UTC),
-                stats=stats,
+                meta=meta,
             )
             self.thread.append(msg)
             return msg
         if self.conversation is None:
             info = self.model
             self.conversation = self.store.create_conversation(
-                chat.title_for(content),
+                title_for(content),
                 model_name=info.name if info else None,
-                model_sha256=chat.model_sha256(info) if info else None,
+                model_sha256=model_choice.model_sha256(info) if info else None,
                 pack_id=self.pack.id if self.pack else None,
                 pack_version=self.pack.version if self.pack else None,
                 settings={"sampling": self.sampling().model_dump()},
             )
+            if self.system and self.pack is None:
+                system = self.store.add_message(
+                    self.conversation.id, "system", self.system, parent_id=None, pinned=True
+                )
+                parent_id = system.id
         msg = self.store.add_message(
-            self.conversation.id, role, content, parent_id=parent_id, stats=stats
+            self.conversation.id, role, content, parent_id=parent_id, meta=meta
         )
         self.conversation = self.store.get_conversation(self.conversation.id)
         self.thread = self.store.thread(self.conversation.id)
         return msg
-
-    def _turn(self, upto: list[Message], parent_id: str | None) -> PendingTurn:
-        if self.pack is None:
-            return PendingTurn(messages=chat.to_chat(upto), parent_id=parent_id)
-        stats = (upto[-1].stats or {}) if upto else {}
-        notices = [pack_chat.Notice(**n) for n in stats.get("safety", [])]
-        response = next((n.message for n in notices if n.action == "respond"), None)
-        return PendingTurn(
-            messages=pack_chat.model_messages(self.pack, upto),
-            parent_id=parent_id,
-            response=response,
-            notices=notices,
-            sources=list(stats.get("sources", [])),
-        )
 
     def _count_tokens(self, text: str) -> int:
         if self.engine is not None:
             return len(self.engine.tokenize(text))
         return len(text) // 3 + 1  # before a model is loaded: a cautious estimate
 
-    def _user_stats(self, text: str, lookup: str | None = None) -> dict[str, Any] | None:
-        """Run the pack's input rules and find sources for a new user message."""
-        if self.pack is None:
-            return None
-        grounded = pack_chat.check_question(self.store, self.pack, text, self._count_tokens, lookup)
-        return grounded.user_stats or None
+    def _checked(self, text: str, lookup: str | None = None) -> turn.CheckedQuestion:
+        """Stages 1 and 2 for a new user message: safety, then sources."""
+        return turn.check_question(self.store, self.pack, text, self._count_tokens, lookup)
+
+    def _pending(self, upto: list[Message]) -> PendingTurn:
+        """Stage 3 for the shown branch ``upto`` (ending with the question)."""
+        return PendingTurn(
+            question=upto[-1], messages=turn.prompt_messages(self.pack, upto, self.system)
+        )
 
     def prefetch(self, draft: str, cancel: threading.Event | None = None) -> int:
         """While the user types in a pack conversation: find the sources for the draft and
@@ -363,22 +452,23 @@ class ChatSession:
             return 0
         if len(draft.strip()) < 8:
             return 0
-        pack_chat.warm(self.engine, self.pack)
-        grounded = pack_chat.check_question(self.store, self.pack, draft, self._count_tokens)
-        if grounded.response is not None or "sources" not in grounded.user_stats:
+        turn.warm(self.engine, self.pack)
+        checked = self._checked(draft)
+        if checked.response is not None or not checked.meta.sources:
             return 0
-        pending = pack_chat.pending_question("", {"sources": grounded.user_stats["sources"]})
-        messages = pack_chat.model_messages(self.pack, [*self.thread, pending])
+        pending = turn.unsaved_question("", MessageMeta(sources=checked.meta.sources))
+        messages = turn.prompt_messages(self.pack, [*self.thread, pending], self.system)
         return self.engine.prefill(messages, cancel)
 
     def send(self, text: str, lookup: str | None = None) -> PendingTurn:
-        """Save the user's message (acknowledged before generation) and prepare the turn.
+        """Check and save the user's message (acknowledged before generation) and prepare the
+        turn.
 
         ``lookup``: what to search the pack's references with, if not the text itself (the
         values of a template)."""
         parent = self.thread[-1].id if self.thread else None
-        self._add("user", text, parent, stats=self._user_stats(text, lookup))
-        return self._turn(self.thread, self.thread[-1].id)
+        self._add("user", text, parent, self._checked(text, lookup).meta)
+        return self._pending(self.thread)
 
     def edit(self, message_id: str, text: str) -> PendingTurn:
         """Resend an edited user message as a new branch beside the original."""
@@ -386,8 +476,8 @@ class ChatSession:
         original = self.thread[idx]
         if self.incognito:
             self.thread = self.thread[:idx]
-        self._add("user", text, original.parent_id, stats=self._user_stats(text))
-        return self._turn(self.thread, self.thread[-1].id)
+        self._add("user", text, original.parent_id, self._checked(text).meta)
+        return self._pending(self.thread)
 
     def regenerate(self) -> PendingTurn | None:
         """Prepare a new answer to the last user message (the old one stays a branch)."""
@@ -398,46 +488,49 @@ class ChatSession:
         # incognito, nothing is kept, so it is simply dropped).
         upto = self.thread[: idx + 1]
         self.thread = upto
-        return self._turn(upto, upto[-1].id)
+        return self._pending(upto)
 
-    def generate(self, turn: PendingTurn) -> Generation:
-        """Start the answer (blocking until the context is fitted); iterate it for text.
+    def generate(self, pending: PendingTurn) -> Generation:
+        """Stage 4: start the answer (blocking until the context is fitted); iterate it for
+        text.
 
-        A pack's fixed safety response is the answer as is; otherwise the pack's prefix
-        state is restored (computed once per model and pack version)."""
-        if turn.response is not None:
-            turn.generation = Generation(iter([turn.response]), TurnStats())
-            return turn.generation
-        if self.engine is None:
-            self.load_model(self.model_for_conversation())
-        assert self.engine is not None
+        A pack's fixed safety response is the answer as is, and no model is chosen or loaded.
+        Otherwise the model is loaded if needed and the pack's prefix state restored (computed
+        once per model and pack version).
+
+        Raises:
+            PackContextError: the model's context is smaller than the pack needs.
+        """
+        if pending.response is not None:
+            pending.generation = Generation(iter([pending.response]), TurnStats())
+            return pending.generation
+        engine = self.engine if self.engine is not None else self.load_model()
         if self.pack is not None:
-            _, turn.prefix_s = pack_chat.warm(self.engine, self.pack)
-        turn.generation = self.engine.chat(turn.messages, self.sampling(), cancel=turn.cancel)
-        return turn.generation
+            if engine.n_ctx < self.pack.min_context:
+                raise PackContextError(
+                    f"pack {self.pack.id} needs a context of {self.pack.min_context} tokens; "
+                    f"the model is loaded with {engine.n_ctx}"
+                )
+            _, pending.prefix_s = turn.warm(engine, self.pack)
+        pending.generation = engine.chat(pending.messages, self.sampling(), cancel=pending.cancel)
+        return pending.generation
 
-    def finish(self, turn: PendingTurn, text: str) -> Message:
-        """Save the answer (a stopped one too, marked by its stop reason), with the pack's
-        notices and the sources it was given."""
-        assert turn.generation is not None
-        stats = turn.generation.stats
-        if turn.cancel.is_set():
+    def finish(self, pending: PendingTurn, text: str) -> Message:
+        """Stage 5 and save: the answer (a stopped one too, marked by its stop reason), with
+        the notices of the question and of the answer, and the sources it was given."""
+        assert pending.generation is not None
+        stats = pending.generation.stats
+        if pending.cancel.is_set():
             stats.stop_reason = StopReason.CANCELLED
-        if turn.prefix_s:
+        if pending.prefix_s:
             # The first conversation with a pack also waited for its prefix to be computed:
             # that is part of the wait for the first token.
-            stats.prefix_prefill_s = turn.prefix_s
-            stats.time_to_first_token_s += turn.prefix_s
-        data: dict[str, Any] = stats.model_dump(mode="json")
-        if turn.response is not None:
-            data = {"fixed_response": True}
-        notices = list(turn.notices)
-        if self.pack is not None and turn.response is None:
-            notices += pack_chat.answer_notices(self.pack, text)
-            if turn.sources:
-                data["sources"] = [
-                    {k: s[k] for k in ("n", "ref_id", "title", "source")} for s in turn.sources
-                ]
-        if notices:
-            data["safety"] = [n.as_dict() for n in notices]
-        return self._add("assistant", text, turn.parent_id, stats=data)
+            stats.prefix_prefill_s = pending.prefix_s
+            stats.time_to_first_token_s += pending.prefix_s
+        if pending.response is not None:
+            meta = MessageMeta(fixed_response=True, safety=pending.notices)
+        else:
+            meta = MessageMeta.model_validate(stats.model_dump(mode="json"))
+            meta.safety = pending.notices + turn.check_answer(self.pack, text)
+            meta.sources = [s.model_copy(update={"text": None}) for s in pending.sources]
+        return self._add("assistant", text, pending.parent_id, meta)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.settings import LoadSettings, SamplingSettings
+from bastion.models.settings import LoadSettings, SamplingSettings
 
 
 class AppSettings(BaseModel):

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app import pack_chat, packs
-from storage import export as fmt
-from storage.schema import Conversation, Message
-from storage.store import NotFoundError, Store
+from bastion.app import pack_library, packs
+from bastion.storage import export as fmt
+from bastion.storage.schema import Conversation, Message, MessageMeta
+from bastion.storage.store import NotFoundError, Store
 
 IDENTITY_KEY = "age_identity"
 
@@ -32,7 +32,7 @@ def ensure_identity(store: Store) -> Any:
 
 def _message_dict(m: Message, redaction: fmt.Redaction | None) -> dict[str, Any]:
     content = redaction.apply(m.content) if redaction else m.content
-    stats = m.stats or {}
+    stats = m.meta.stored() or {}
     return {
         "id": m.id,
         "parent_id": m.parent_id,
@@ -154,7 +154,7 @@ def _add_conversation(store: Store, conv: dict[str, Any], *, imported: bool) -> 
             m["role"],
             m["content"],
             parent_id=parent,
-            stats=m.get("stats") or None,
+            meta=MessageMeta.read(m.get("stats")),
             pinned=bool(m.get("pinned")),
             created=datetime.fromisoformat(m["created"]),
         )
@@ -201,7 +201,7 @@ def restore_backup(store: Store, doc: dict[str, Any]) -> int:
                 pack = packs.parse(str(record["source"]), name=f"pack {record.get('id')}")
             except packs.PackError as exc:
                 raise fmt.ExportError(f"refusing to restore: {exc}") from None
-            pack_chat.save(store, pack, record.get("signer"))
+            pack_library.save(store, pack, record.get("signer"))
         for key, value in (doc.get("settings") or {}).items():
             store.set_setting(key, value)
     return len(doc.get("conversations", []))

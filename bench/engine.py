@@ -19,15 +19,12 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import llama_cpp
 
-from models.discovery import embedded_model_path
-from models.engine import ChatMessage, Engine
-from models.settings import LoadSettings, SamplingSettings
+from bastion.models.discovery import embedded_model_path
+from bastion.models.engine import ChatMessage, Engine
+from bastion.models.settings import LoadSettings, SamplingSettings
 
 PROMPT = (
     "The following is a long, careful history of the river towns of the north, written for "

@@ -19,18 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app import pack_chat, packs
-from models.discovery import embedded_model_path
-from models.engine import ChatMessage, Engine
-from models.settings import SamplingSettings
-from storage.store import Store
-from storage.vault import memory_store
+from bastion.app import pack_library, packs, turn
+from bastion.models.discovery import embedded_model_path
+from bastion.models.engine import ChatMessage, Engine
+from bastion.models.settings import SamplingSettings
+from bastion.storage.schema import MessageMeta
+from bastion.storage.store import Store
+from bastion.storage.vault import memory_store
 
 FIRST_TOKEN = SamplingSettings(temperature=0.0, max_tokens=1, seed=1)
 QUESTIONS = [
@@ -46,9 +43,9 @@ QUESTIONS = [
 def pack_messages(
     store: Store, engine: Engine, pack: packs.Pack, question: str
 ) -> list[ChatMessage]:
-    turn = pack_chat.check_question(store, pack, question, lambda t: len(engine.tokenize(t)))
-    stats = {k: v for k, v in turn.user_stats.items() if k == "sources"}
-    return pack_chat.model_messages(pack, [pack_chat.pending_question(question, stats)])
+    checked = turn.check_question(store, pack, question, lambda t: len(engine.tokenize(t)))
+    meta = MessageMeta(sources=checked.meta.sources)
+    return turn.prompt_messages(pack, [turn.unsaved_question(question, meta)])
 
 
 def accuracy(engine: Engine, store: Store, pack: packs.Pack, with_pack: bool) -> float:
@@ -79,7 +76,7 @@ def main() -> None:
     assert path is not None, "the embedded model is not installed: run `make test`"
     engine = Engine(path)
     store = memory_store()
-    pack_chat.install_builtins(store)
+    pack_library.install_builtins(store)
 
     result: dict[str, object] = {"model": path.name}
     print(f"{'pack':8} {'questions':>9} {'without pack':>13} {'with pack':>10}")
@@ -98,7 +95,7 @@ def main() -> None:
         result[f"{pack_id}_eval_questions"] = len(pack.eval)
 
     medical = packs.builtin("medical")
-    prefix = pack_chat.prefix_messages(medical)
+    prefix = turn.prefix_messages(medical)
     cold, warm, typed, prefill, restore, suffix = [], [], [], [], [], []
     for r in range(args.rounds):
         for i, question in enumerate(QUESTIONS):

@@ -17,19 +17,16 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import sqlcipher3
 
-from storage.crypto import KdfParams
-from storage.store import Store
-from storage.vault import REQUIRED_PRAGMAS, Vault
+from bastion.storage.crypto import KdfParams
+from bastion.storage.store import Store
+from bastion.storage.vault import REQUIRED_PRAGMAS, Vault
 
 WORDS = [
     "patient",

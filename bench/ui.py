@@ -15,6 +15,7 @@ Prints a table, then, as the last line, one JSON object.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -25,14 +26,27 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bastion.storage.crypto import KdfParams
+from bastion.storage.vault import Vault
+from bastion.tui.app import BastionApp
+from bastion.tui.chat import ChatScreen
 
-from storage.crypto import KdfParams  # noqa: E402
-from storage.vault import Vault  # noqa: E402
-from tests.fakes import FakeEngine  # noqa: E402
-from tui.app import BastionApp  # noqa: E402
-from tui.chat import ChatScreen  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fake_engine() -> type:
+    """The tests' fake engine (tests/fakes.py), loaded by path: the bench measures the UI alone
+    with it."""
+    spec = importlib.util.spec_from_file_location(
+        "bastion_bench_fakes", ROOT / "tests" / "fakes.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FakeEngine
+
+
+FakeEngine = _fake_engine()
 
 PW = "bench passphrase"
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm."

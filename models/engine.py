@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from models.settings import LoadSettings, SamplingSettings
+from bastion.models.settings import LoadSettings, SamplingSettings
 
 # A fallback for GGUF files without a chat template (base models): ChatML.
 CHATML_TEMPLATE = (
@@ -165,6 +165,29 @@ class _Detokenizer:
         rest = self._pending + self._bytes.decode("utf-8", errors="replace")
         self._pending, self._bytes = "", b""
         return rest
+
+
+class BackendInfo(BaseModel):
+    """The llama.cpp build this process uses (for ``bastion doctor``)."""
+
+    version: str
+    library: str
+    system_info: str
+    cpu_features: list[str]
+
+
+def backend_info() -> BackendInfo:
+    """Load llama.cpp (if not yet loaded) and describe its build and the CPU features it uses."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+    features = [p.split("=")[0].split(":")[-1].strip() for p in info.split("|") if "= 1" in p]
+    return BackendInfo(
+        version=llama_cpp.__version__,
+        library=str(Path(llama_cpp.__file__).parent / "lib" / "libllama.so"),
+        system_info=info,
+        cpu_features=features,
+    )
 
 
 class Engine:

@@ -35,7 +35,7 @@ from typing import Annotated, Any
 import pyrage
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from storage.files import atomic_write
+from bastion.storage.files import atomic_write
 
 FORMAT = "bastion-transcript"
 BACKUP_FORMAT = "bastion-backup"

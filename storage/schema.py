@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class Conversation(BaseModel):
@@ -27,8 +27,79 @@ class Conversation(BaseModel):
     """Per-conversation sampling and load settings (as JSON-able values)."""
 
 
+class SourceRef(BaseModel):
+    """A passage a user message was sent with (numbered as the model saw it)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    n: int = Field(ge=0, le=10_000)
+    ref_id: str = Field(max_length=200)
+    title: str = Field(max_length=500)
+    source: str = Field(default="", max_length=2000)
+    text: str | None = Field(default=None, max_length=20_000)
+    """The passage itself (kept on the user message, so the prompt renders identically)."""
+
+
+class SafetyNotice(BaseModel):
+    """A safety rule that fired on a message: its fixed message is shown with the answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    rule: str = Field(max_length=200)
+    stage: str = Field(max_length=20)
+    action: str = Field(max_length=20)
+    message: str = Field(max_length=4000)
+
+
+class MessageMeta(BaseModel):
+    """What Bastion knows about a message besides its text: the generation statistics of an
+    answer, the sources a question was sent with, the safety notices, and whether the answer
+    is a pack's fixed response. Stored as one JSON object in the message's ``stats`` column;
+    every key is optional, and unknown keys (from newer versions or imports) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt_tokens: int = Field(0, ge=0)
+    prompt_tokens_evaluated: int = Field(0, ge=0)
+    generated_tokens: int = Field(0, ge=0)
+    time_to_first_token_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+    decode_tokens_per_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+    prefill_tokens_per_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+    prefix_prefill_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+    total_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+    stop_reason: str | None = Field(None, max_length=40)
+    """``eos``, ``length``, ``cancelled``... (None for a question)."""
+    context_size: int = Field(0, ge=0)
+    dropped_messages: list[int] = Field(default_factory=list)
+    dropped_ids: list[str] = Field(default_factory=list)
+    sources: list[SourceRef] = Field(default_factory=list)
+    safety: list[SafetyNotice] = Field(default_factory=list)
+    fixed_response: bool = False
+    """The answer is a safety rule's fixed text: the model was not asked."""
+
+    @classmethod
+    def read(cls, value: Any) -> MessageMeta:
+        """Stored or imported metadata, or empty metadata where it does not validate (a value
+        written by something else must never stop a conversation from opening)."""
+        if isinstance(value, MessageMeta):
+            return value
+        if not isinstance(value, dict):
+            return cls()
+        try:
+            return cls.model_validate(value)
+        except ValidationError:
+            return cls()
+
+    def stored(self) -> dict[str, Any] | None:
+        """The JSON object to store (only what differs from the defaults), or None."""
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        return data or None
+
+
 class Message(BaseModel):
     """One message in a conversation."""
+
+    model_config = ConfigDict(populate_by_name=True)
 
     id: str
     conversation_id: str
@@ -37,8 +108,13 @@ class Message(BaseModel):
     content: str
     created: datetime
     pinned: bool = False
-    stats: dict[str, Any] | None = None
-    """Generation statistics of an assistant message (``TurnStats`` as a dict)."""
+    meta: MessageMeta = Field(default_factory=MessageMeta, alias="stats")
+    """Statistics, sources, safety notices (stored and exported under the key ``stats``)."""
+
+    @field_validator("meta", mode="before")
+    @classmethod
+    def _lenient_meta(cls, value: Any) -> MessageMeta:
+        return MessageMeta.read(value)
 
 
 class SearchHit(BaseModel):

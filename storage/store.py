@@ -20,8 +20,30 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from storage import migrations
-from storage.schema import Conversation, Message, PackRecord, SearchHit, SourceChunk
+from bastion.storage import migrations
+from bastion.storage.schema import (
+    Conversation,
+    Message,
+    MessageMeta,
+    PackRecord,
+    SearchHit,
+    SourceChunk,
+)
+
+
+def _meta(raw: str | None) -> MessageMeta:
+    """A message's stored metadata; empty where the stored JSON is unreadable."""
+    if not raw:
+        return MessageMeta()
+    try:
+        return MessageMeta.read(json.loads(raw))
+    except (ValueError, RecursionError):
+        return MessageMeta()
+
+
+def _meta_json(meta: MessageMeta | None) -> str | None:
+    data = meta.stored() if meta is not None else None
+    return json.dumps(data) if data else None
 
 
 class StoreError(Exception):
@@ -279,7 +301,7 @@ class Store:
             content=row["content"],
             created=datetime.fromisoformat(row["created"]),
             pinned=bool(row["pinned"]),
-            stats=json.loads(row["stats"]) if row["stats"] else None,
+            meta=_meta(row["stats"]),
         )
 
     def add_message(
@@ -289,7 +311,7 @@ class Store:
         content: str,
         *,
         parent_id: str | None = "head",
-        stats: dict[str, Any] | None = None,
+        meta: MessageMeta | None = None,
         pinned: bool = False,
         created: datetime | None = None,
     ) -> Message:
@@ -313,7 +335,7 @@ class Store:
                 "content": content,
                 "created": ts,
                 "pinned": int(pinned),
-                "stats": json.dumps(stats) if stats is not None else None,
+                "stats": _meta_json(meta),
             }
             db.table("messages").insert(row)
             db.execute(
@@ -370,14 +392,14 @@ class Store:
         message_id: str,
         *,
         content: str | None = None,
-        stats: dict[str, Any] | None = None,
+        meta: MessageMeta | None = None,
         pinned: bool | None = None,
     ) -> None:
         sets: dict[str, Any] = {}
         if content is not None:
             sets["content"] = content
-        if stats is not None:
-            sets["stats"] = json.dumps(stats)
+        if meta is not None:
+            sets["stats"] = _meta_json(meta)
         if pinned is not None:
             sets["pinned"] = int(pinned)
         if not sets:

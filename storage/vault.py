@@ -25,9 +25,9 @@ from typing import Any
 
 import sqlcipher3
 
-from storage import crypto
-from storage.files import atomic_write
-from storage.store import Store
+from bastion.storage import crypto
+from bastion.storage.files import atomic_write
+from bastion.storage.store import Store
 
 HEADER_NAME = "vault.hdr"
 DB_NAME = "vault.db"

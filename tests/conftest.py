@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from models.discovery import embedded_model_path
-from storage.crypto import KdfParams
+from bastion.models.discovery import embedded_model_path
+from bastion.storage.crypto import KdfParams
 
 # Cheap Argon2 for tests (the floor the header accepts); the default is calibrated to ~0.7 s.
 FAST_KDF = KdfParams(memory_kib=8 * 1024, passes=1, lanes=1)
@@ -47,7 +47,7 @@ def model_path() -> Path:
 @pytest.fixture(scope="session")
 def engine(model_path: Path) -> Iterator[object]:
     """One real engine for the session (loading takes ~0.6 s)."""
-    from models.engine import Engine
+    from bastion.models.engine import Engine
 
     eng = Engine(model_path)
     yield eng

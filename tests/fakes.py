@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from models.engine import ChatMessage, Generation, StopReason, TurnStats
-from models.settings import SamplingSettings
+from bastion.models.engine import ChatMessage, Generation, StopReason, TurnStats
+from bastion.models.settings import SamplingSettings
 
 
 class FakeEngine:

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from storage import export as fmt
+from bastion.storage import export as fmt
 from tests.conftest import bastion_cmd, cli_env
 
 FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1")

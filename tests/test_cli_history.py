@@ -123,7 +123,7 @@ def test_no_passphrase_without_terminal(tmp_path: Path) -> None:
 def test_vault_in_use(tmp_path: Path) -> None:
     """A second Bastion on an open vault gets one clear line."""
     ok(run(tmp_path, "init", *FAST))
-    from storage.vault import Vault
+    from bastion.storage.vault import Vault
 
     with Vault.open(tmp_path / "data" / "vault", "pw1"):
         proc = run(tmp_path, "history", "list")

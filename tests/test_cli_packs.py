@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from app import packs
+from bastion.app import packs
 from tests.test_cli_history import FAST, ok, run
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.discovery import (
+from bastion.models.discovery import (
     HashCache,
     ModelSource,
     NoModelError,
@@ -16,7 +16,7 @@ from models.discovery import (
     discover,
     embedded_model_path,
 )
-from models.gguf import GGUFError, read_header
+from bastion.models.gguf import GGUFError, read_header
 from tests.conftest import make_gguf
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from models.engine import (
+from bastion.models.engine import (
     ChatMessage,
     ContextOverflowError,
     Engine,
     StopReason,
     _Detokenizer,
 )
-from models.settings import LoadSettings, SamplingSettings
+from bastion.models.settings import LoadSettings, SamplingSettings
 
 GREEDY = SamplingSettings(temperature=0.0, max_tokens=16, seed=7)
 
@@ -172,9 +172,9 @@ def test_settings_validate() -> None:
 
 
 def _pack_prefix() -> list[ChatMessage]:
-    from app import pack_chat, packs
+    from bastion.app import packs, turn
 
-    return pack_chat.prefix_messages(packs.builtin("medical"))
+    return turn.prefix_messages(packs.builtin("medical"))
 
 
 def test_saved_prefix_skips_prefill_and_changes_nothing(engine: Engine) -> None:

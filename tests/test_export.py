@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import sqlcipher3
 
-from app import pack_chat, packs, transfer
-from storage import export as fmt
-from storage.store import Store
+from bastion.app import pack_library, packs, transfer
+from bastion.storage import export as fmt
+from bastion.storage.store import Store
 from tests.conftest import ROOT
 
 UNICODE = 'naïve café — 東京 🙂 مرحبا עברית \u200b\u0301 \U0001f9ec 𝔘𝔫𝔦 \\ " ` ```'
@@ -209,12 +209,12 @@ def test_backup_restore_reproduces_everything() -> None:
     q = store.thread(cid)[0]
     store.add_message(cid, "assistant", "an alternative answer", parent_id=q.id)
     store.set_pinned(cid, True)
-    pack_chat.save(store, packs.builtin("medical"), "key1")
+    pack_library.save(store, packs.builtin("medical"), "key1")
     store.set_setting("app", {"theme": "nord"})
     doc = transfer.build_backup(store)
     blob = fmt.encrypt(transfer.render(doc, "json"), passphrase="b")
     target = new_store()
-    pack_chat.install_builtins(target)  # a new vault opened in the app already has these
+    pack_library.install_builtins(target)  # a new vault opened in the app already has these
     n = transfer.restore_backup(target, fmt.parse_document(fmt.decrypt(blob, passphrase="b")))
     assert n == 1
     (conv,) = target.list_conversations()

@@ -13,12 +13,12 @@ import sqlcipher3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import packs, transfer
-from app.cli import UsageError, build_parser
-from app.packs import PackError
-from storage import crypto
-from storage import export as fmt
-from storage.store import Store, StoreError
+from bastion.app import packs, transfer
+from bastion.app.cli import UsageError, build_parser
+from bastion.app.packs import PackError
+from bastion.storage import crypto
+from bastion.storage import export as fmt
+from bastion.storage.store import Store, StoreError
 
 FUZZ = settings(
     max_examples=2000,

@@ -7,7 +7,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from app import logs
+from bastion.app import logs
 from tests.conftest import bastion_cmd, cli_env
 
 CANARY = "patient Jane Canary-4417 has chest pain"

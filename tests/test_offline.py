@@ -12,7 +12,7 @@ from tests.conftest import ROOT, bastion_cmd, cli_env
 
 PROBE = r"""
 import json, socket, subprocess
-from app import offline
+from bastion.app import offline
 offline.install()
 results = {}
 def attempt(name, fn):

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from app import pack_chat, packs
-from app.packs import PackError, SignatureMismatchError, TemplateError, Trust
-from scripts.pack_schema import SCHEMA_PATH, render
-from storage.schema import Message
-from storage.vault import memory_store
+from bastion.app import pack_library, packs, turn
+from bastion.app.packs import PackError, SignatureMismatchError, TemplateError, Trust
+from bastion.storage.schema import Message, MessageMeta
+from bastion.storage.vault import memory_store
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "pack.schema.json"
 
 MINIMAL = """\
 id = "demo"
@@ -53,7 +54,7 @@ def words(text: str) -> int:
     return len(text.split()) * 2
 
 
-def make_message(role: str, content: str, stats: dict | None = None) -> Message:
+def make_message(role: str, content: str, meta: MessageMeta | None = None) -> Message:
     return Message(
         id=uuid.uuid4().hex,
         conversation_id="c",
@@ -61,7 +62,7 @@ def make_message(role: str, content: str, stats: dict | None = None) -> Message:
         role=role,
         content=content,
         created=datetime.now(UTC),
-        stats=stats,
+        meta=meta or MessageMeta(),
     )
 
 
@@ -75,7 +76,7 @@ def problems(text: str, tmp_path: Path) -> list[str]:
 
 
 def test_committed_schema_matches_the_model() -> None:
-    assert SCHEMA_PATH.read_text() == render(), (
+    assert SCHEMA_PATH.read_text() == packs.json_schema_text(), (
         "schemas/pack.schema.json is out of date: run `python scripts/pack_schema.py`"
     )
 
@@ -154,38 +155,38 @@ def test_template_renders_and_refuses_missing_or_wrong_values() -> None:
 
 def test_references_found_for_relevant_questions_only() -> None:
     store = memory_store()
-    assert pack_chat.install_builtins(store) == ["legal", "medical"]
-    assert pack_chat.install_builtins(store) == []  # already there
+    assert pack_library.install_builtins(store) == ["legal", "medical"]
+    assert pack_library.install_builtins(store) == []  # already there
     medical = packs.builtin("medical")
     count = words
-    found = pack_chat.find_sources(
+    found = turn.find_sources(
         store, medical, "What is the maximum daily dose of paracetamol?", count
     )
     assert found and found[0].ref_id == "paracetamol"
-    assert all(c.pack_id == "medical" for c in found)
-    assert pack_chat.find_sources(store, medical, "What is the capital of France?", count) == []
-    assert pack_chat.find_sources(store, medical, "How do I bake sourdough bread?", count) == []
+    assert {c.ref_id for c in found} <= {r.id for r in medical.references}
+    assert turn.find_sources(store, medical, "What is the capital of France?", count) == []
+    assert turn.find_sources(store, medical, "How do I bake sourdough bread?", count) == []
     # The budget is respected.
-    assert pack_chat.find_sources(store, medical, "paracetamol dose liver", count, budget=1) == []
+    assert turn.find_sources(store, medical, "paracetamol dose liver", count, budget=1) == []
     legal = packs.builtin("legal")
-    hits = pack_chat.find_sources(store, legal, "How long to protect my tenancy deposit?", count)
+    hits = turn.find_sources(store, legal, "How long to protect my tenancy deposit?", count)
     assert hits[0].ref_id == "tenancy-deposits"
 
 
 def test_grounded_turn_and_model_messages() -> None:
     store = memory_store()
-    pack_chat.install_builtins(store)
+    pack_library.install_builtins(store)
     medical = packs.builtin("medical")
-    turn = pack_chat.check_question(store, medical, "Paracetamol dose for adults?", words)
-    assert turn.response is None
-    assert [n["rule"] for n in turn.user_stats["safety"]] == ["dose-request"]
-    sources = turn.user_stats["sources"]
-    assert sources[0]["n"] == 1 and sources[0]["title"].startswith("Paracetamol")
-    red = pack_chat.check_question(store, medical, "my face is drooping and speech slurred", words)
-    assert red.response and "stroke" in red.response and "sources" not in red.user_stats
+    checked = turn.check_question(store, medical, "Paracetamol dose for adults?", words)
+    assert checked.response is None
+    assert [n.rule for n in checked.meta.safety] == ["dose-request"]
+    sources = checked.meta.sources
+    assert sources[0].n == 1 and sources[0].title.startswith("Paracetamol")
+    red = turn.check_question(store, medical, "my face is drooping and speech slurred", words)
+    assert red.response and "stroke" in red.response and not red.meta.sources
 
-    q = make_message("user", "Paracetamol dose for adults?", stats=turn.user_stats)
-    msgs = pack_chat.model_messages(medical, [q])
+    q = make_message("user", "Paracetamol dose for adults?", meta=checked.meta)
+    msgs = turn.prompt_messages(medical, [q])
     assert msgs[0].role == "system" and msgs[0].content == medical.system_prompt.strip()
     assert len(msgs) == 1 + 2 * len(medical.examples) + 1
     assert msgs[-1].content.startswith("Sources:\n[1] ") and msgs[-1].content.endswith(
@@ -193,8 +194,8 @@ def test_grounded_turn_and_model_messages() -> None:
     )
     # A question answered by a fixed response is not shown to the model later.
     q2 = make_message("user", "my face is drooping")
-    a2 = make_message("assistant", red.response or "", stats={"fixed_response": True})
-    later = pack_chat.model_messages(medical, [q, make_message("assistant", "ok"), q2, a2])
+    a2 = make_message("assistant", red.response or "", meta=MessageMeta(fixed_response=True))
+    later = turn.prompt_messages(medical, [q, make_message("assistant", "ok"), q2, a2])
     assert [m.content for m in later[-2:]][-1] == "ok"
 
 
@@ -241,18 +242,18 @@ def test_signature_verified_untrusted_unsigned_and_rejected(tmp_path: Path) -> N
 
 def test_import_plan_versions() -> None:
     store = memory_store()
-    pack_chat.install_builtins(store)
+    pack_library.install_builtins(store)
     medical = packs.builtin("medical")
-    assert pack_chat.plan_import(store, medical).action == "same"
+    assert pack_library.plan_import(store, medical).action == "same"
     newer = medical.model_copy(update={"version": "1.1.0"})
-    plan = pack_chat.plan_import(store, newer)
+    plan = pack_library.plan_import(store, newer)
     assert plan.action == "upgrade" and not plan.needs_confirmation
-    pack_chat.apply_import(store, plan)
+    pack_library.apply_import(store, plan)
     assert store.get_pack("medical").version == "1.1.0"
-    assert pack_chat.get(store, "medical").trust is Trust.UNSIGNED  # no longer the built-in
-    assert pack_chat.install_builtins(store) == []  # a user's pack under that id is kept
+    assert pack_library.get(store, "medical").trust is Trust.UNSIGNED  # no longer the built-in
+    assert pack_library.install_builtins(store) == []  # a user's pack under that id is kept
     older = medical.model_copy(update={"version": "1.0.0-rc.1"})
-    assert pack_chat.plan_import(store, older).action == "downgrade"
+    assert pack_library.plan_import(store, older).action == "downgrade"
     assert (
         packs.version_key("1.0.0-rc.1") < packs.version_key("1.0.0") < packs.version_key("1.0.10")
     )
@@ -348,11 +349,11 @@ def test_json_schema_rejects_what_the_model_rejects() -> None:
 def test_template_sources_come_from_its_values() -> None:
     """A template's own wording does not choose the sources: its values do."""
     store = memory_store()
-    pack_chat.install_builtins(store)
+    pack_library.install_builtins(store)
     medical = packs.builtin("medical")
     text = medical.template("term").render({"term": "INR"})
-    by_text = pack_chat.check_question(store, medical, text, words)
-    by_values = pack_chat.check_question(store, medical, text, words, lookup="INR")
-    refs = [s["ref_id"] for s in by_values.user_stats["sources"]]
+    by_text = turn.check_question(store, medical, text, words)
+    by_values = turn.check_question(store, medical, text, words, lookup="INR")
+    refs = [s.ref_id for s in by_values.meta.sources]
     assert refs[0] == "warfarin"
-    assert by_text.user_stats.get("sources") != by_values.user_stats["sources"]
+    assert by_text.meta.sources != by_values.meta.sources

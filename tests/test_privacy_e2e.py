@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from storage import export as fmt
+from bastion.storage import export as fmt
+from bastion.tui.app import BastionApp
+from bastion.tui.chat import ChatScreen
+from bastion.tui.unlock import UnlockScreen
 from tests.conftest import FAST_KDF
 from tests.test_tui import PW, SIZE, send, settle, type_text
 from tests.test_vault_faults import scan
-from tui.app import BastionApp
-from tui.chat import ChatScreen
-from tui.unlock import UnlockScreen
 
 CANARIES = {
     "message": "CanaryMessageQv81",

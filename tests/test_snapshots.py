@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from storage.vault import Vault
+from bastion.storage.vault import Vault
+from bastion.tui.app import BastionApp
 from tests.conftest import FAST_KDF
 from tests.test_tui import PW, settle, unlock
-from tui.app import BastionApp
 
 SIZE = (110, 32)
 T0 = datetime(2026, 3, 14, 9, 26, tzinfo=UTC)

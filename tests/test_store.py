@@ -12,8 +12,8 @@ import pytest
 import sqlcipher3
 from sqlite_utils import Database
 
-from storage import migrations
-from storage.store import NotFoundError, Store, StoreError, fts_query
+from bastion.storage import migrations
+from bastion.storage.store import NotFoundError, Store, StoreError, fts_query
 
 
 @pytest.fixture

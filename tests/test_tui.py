@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from app.session import ChatSession
-from storage.vault import Vault
+from bastion.app.session import ChatSession
+from bastion.storage.vault import Vault
+from bastion.tui.app import BastionApp
+from bastion.tui.chat import ChatScreen
+from bastion.tui.unlock import UnlockScreen
+from bastion.tui.widgets import MessageBox
 from tests.conftest import FAST_KDF
-from tui.app import BastionApp
-from tui.chat import ChatScreen
-from tui.unlock import UnlockScreen
-from tui.widgets import MessageBox
 
 PW = "tui test passphrase"
 SIZE = (120, 40)
@@ -55,7 +55,7 @@ async def send(pilot: Pilot, app: BastionApp, text: str) -> None:
 
 async def start_medical(pilot: Pilot, app: BastionApp) -> None:
     """Ctrl+N, then choose the medical pack in the picker (No pack, Legal, Medical)."""
-    from tui.dialogs import PackScreen
+    from bastion.tui.dialogs import PackScreen
 
     await pilot.press("ctrl+n")
     await settle(pilot, app)
@@ -243,7 +243,7 @@ async def test_idle_auto_lock(vault_with_settings: Path) -> None:
 
 async def test_export_dialog_and_import(vault_with_settings: Path, tmp_path: Path) -> None:
     """Ctrl+E exports the open conversation with a passphrase; F4 imports it back."""
-    from storage import export as fmt
+    from bastion.storage import export as fmt
 
     with Vault.open(vault_with_settings, PW) as v:
         c = v.store.create_conversation("Notes for export")
@@ -283,8 +283,8 @@ async def test_medical_pack_disclaimer_red_flag_sources_and_template(
 ) -> None:
     """A medical conversation shows the disclaimer; a red flag gets the fixed response without
     the model; a real answer lists its sources; /term opens the template form."""
-    from app import packs
-    from tui.dialogs import TemplateScreen
+    from bastion.app import packs
+    from bastion.tui.dialogs import TemplateScreen
 
     medical = packs.builtin("medical")
     app = BastionApp(kdf=FAST_KDF)
@@ -346,7 +346,7 @@ async def test_enter_sends_keys_typed_before_it(vault_with_settings: Path) -> No
     part of the message; nothing is cut off or lost."""
     from textual import events
 
-    from tui.widgets import Composer
+    from bastion.tui.widgets import Composer
 
     app = BastionApp(kdf=FAST_KDF)
     async with app.run_test(size=SIZE) as pilot:

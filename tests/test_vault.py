@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import crypto
-from storage.vault import (
+from bastion.storage import crypto
+from bastion.storage.vault import (
     RollbackError,
     UnlockError,
     Vault,
@@ -260,9 +260,9 @@ def test_golden_v1_vault_opens(tmp_path: Path) -> None:
         # Written before migration m002: opening it added the pack reference index, and
         # the old rows are untouched.
         assert "pack_chunks_fts" in v.store.db.table_names()
-        from app import pack_chat, packs
+        from bastion.app import pack_library, packs
 
-        assert pack_chat.install_builtins(v.store) == ["legal", "medical"]
+        assert pack_library.install_builtins(v.store) == ["legal", "medical"]
         found = v.store.pack_sources("legal", ["deposit"])
         assert found and found[0].ref_id == "tenancy-deposits"
         assert len(packs.builtin_ids()) == 2

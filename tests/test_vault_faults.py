@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from storage.vault import UnlockError, Vault
+from bastion.storage.vault import UnlockError, Vault
 from tests.conftest import FAST_KDF, ROOT
 
 

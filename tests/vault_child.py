@@ -13,9 +13,9 @@ import signal
 import sys
 from pathlib import Path
 
-from storage.crypto import KdfParams
-from storage.store import StoreError
-from storage.vault import Vault
+from bastion.storage.crypto import KdfParams
+from bastion.storage.store import StoreError
+from bastion.storage.vault import Vault
 
 FAST = KdfParams(memory_kib=8 * 1024, passes=1)
 
@@ -40,7 +40,7 @@ def main() -> None:
             current = nxt
             print(current, flush=True)
     elif mode == "export":
-        from storage import export as fmt
+        from bastion.storage import export as fmt
 
         out = Path(sys.argv[3])
         identity = fmt.parse_identity(Path(sys.argv[4]).read_text())

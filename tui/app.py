@@ -12,11 +12,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from app.session import ChatSession
-from storage import crypto
-from tui.chat import ChatScreen
-from tui.dialogs import HelpScreen
-from tui.unlock import UnlockScreen
+from bastion.app.session import ChatSession, KdfParams
+from bastion.tui.chat import ChatScreen
+from bastion.tui.dialogs import HelpScreen
+from bastion.tui.unlock import UnlockScreen
 
 IDLE_CHECK_S = 0.25
 
@@ -43,7 +42,7 @@ class BastionApp(App[None]):
         self,
         session: ChatSession | None = None,
         *,
-        kdf: crypto.KdfParams | None = None,
+        kdf: KdfParams | None = None,
     ) -> None:
         super().__init__()
         self.session = session or ChatSession()
@@ -52,7 +51,9 @@ class BastionApp(App[None]):
         self.last_activity = time.monotonic()
 
     def on_mount(self) -> None:
-        self.push_screen(UnlockScreen(first_run=not self.session.vault_exists))
+        self.push_screen(
+            UnlockScreen(self.session, self.kdf, first_run=not self.session.vault_exists)
+        )
         self.set_interval(IDLE_CHECK_S, self._check_idle)
 
     # -- unlock and lock ------------------------------------------------------
@@ -65,28 +66,31 @@ class BastionApp(App[None]):
         if settings.keymap:
             self.set_keymap(settings.keymap)
         self.last_activity = time.monotonic()
-        self.switch_screen(ChatScreen())
+        self.switch_screen(ChatScreen(self.session))
         if self.session.purged_at_unlock:
             self.notify(f"Retention: deleted {self.session.purged_at_unlock} old conversation(s).")
 
     def action_lock(self) -> None:
         if not self.session.unlocked:
             return
-        chat = next((s for s in self.screen_stack if isinstance(s, ChatScreen)), None)
-        if chat is not None and chat._turn is not None:
-            chat._turn.cancel.set()
+        chat = self._chat_screen()
+        if chat is not None:
+            chat.stop_generation()
         self.workers.cancel_group(self, "generate")
         # Drop every screen that shows decrypted content, then the key.
         while len(self.screen_stack) > 2:
             self.pop_screen()
-        self.switch_screen(UnlockScreen(first_run=False))
+        self.switch_screen(UnlockScreen(self.session, self.kdf, first_run=False))
         self.session.lock()
+
+    def _chat_screen(self) -> ChatScreen | None:
+        return next((s for s in self.screen_stack if isinstance(s, ChatScreen)), None)
 
     def _check_idle(self) -> None:
         minutes = self.session.settings.auto_lock_minutes
         if not self.session.unlocked or minutes <= 0:
             return
-        chat = next((s for s in self.screen_stack if isinstance(s, ChatScreen)), None)
+        chat = self._chat_screen()
         if chat is not None and chat.generating:
             self.last_activity = time.monotonic()  # an answer being written is activity
             return
@@ -111,7 +115,7 @@ class BastionApp(App[None]):
     # -- help and commands ----------------------------------------------------
 
     def binding_rows(self) -> list[tuple[str, str, str, str]]:
-        from tui.widgets import Composer, MessageBox
+        from bastion.tui.widgets import Composer, MessageBox
 
         rows = []
         for owner in (type(self), ChatScreen, Composer, MessageBox):
@@ -135,6 +139,7 @@ class BastionApp(App[None]):
             yield SystemCommand("Stop", "Stop the answer being written", screen.action_stop)
             pack = screen.session.pack
             for t in pack.templates if pack is not None else []:
+                assert pack is not None
                 yield SystemCommand(
                     f"Template: {t.title}",
                     f"/{t.id} ({pack.name})",
@@ -154,8 +159,8 @@ class BastionApp(App[None]):
         self.notify(
             text, title=titles.get(event.worker.group, "Error"), severity="error", timeout=8
         )
-        if event.worker.group == "generate":
-            chat = next((s for s in self.screen_stack if isinstance(s, ChatScreen)), None)
+        if event.worker.group in ("generate", "turn"):
+            chat = self._chat_screen()
             if chat is not None:
                 chat.post_message(ChatScreen.GenerationFailed(text))
 

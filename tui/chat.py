@@ -1,58 +1,56 @@
-"""The chat screen: conversations, messages, composer, status bar."""
+"""The chat screen: it arranges the conversation list, the thread view, the composer and the
+status bar, and runs the session's blocking calls in thread workers.
+
+Workers never touch widgets: each reports what it read or did with a typed message (named as
+a fact), and the handlers on the UI thread update the widgets. No store call runs on the UI
+thread.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.message import Message as TMessage
 from textual.screen import Screen
-from textual.timer import Timer
-from textual.widgets import Footer, Label, ListView, Markdown, Static, TextArea
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Footer
 
-from app import offline
-from models.discovery import ModelInfo
-from models.engine import TurnStats
-from storage.schema import Message, SearchHit
-from tui.dialogs import (
+from bastion.app import offline
+from bastion.app.pack_library import InstalledPack
+from bastion.app.session import ChatSession, PendingTurn
+from bastion.models.discovery import ModelInfo
+from bastion.models.engine import TurnStats
+from bastion.storage.schema import Conversation, Message, SearchHit
+from bastion.tui.conversations import ConversationList
+from bastion.tui.dialogs import (
     ConfirmScreen,
+    ExportOptions,
     ExportScreen,
+    ImportRequest,
     ImportScreen,
     ModelScreen,
     PackScreen,
     PromptScreen,
     SearchScreen,
+    SettingsChosen,
     SettingsScreen,
+    TemplateFilled,
     TemplateScreen,
 )
-from tui.widgets import (
-    Banner,
-    Composer,
-    ConversationItem,
-    MessageBox,
-    StatusBar,
-)
+from bastion.tui.thread import BranchMarks, ThreadView
+from bastion.tui.widgets import Banner, Composer, MessageBox, StatusBar
 
-if TYPE_CHECKING:
-    from app.session import ChatSession, PendingTurn
-
-# In a pack conversation, once typing pauses this long, the draft's sources are looked up and
-# evaluated into the KV cache, so that sending evaluates little more than the question.
-PREFETCH_DELAY_S = 0.4
-
-# How often streamed text is handed to the UI. Per-token UI updates halve generation speed on
-# 2 cores (../shared/FINDINGS.md): the UI thread's CPU time is taken from llama.cpp's threads.
-# Each UI update costs a Textual layout and render pass (measured: tens of ms on the UI
-# thread); so the first text is shown at once, the rest in batches every STREAM_INTERVAL_S.
+# How often streamed text is handed to the UI. Per-token UI updates halved generation speed on
+# 2 cores: the UI thread's CPU time is taken from llama.cpp's threads. Each UI update costs a
+# Textual layout and render pass (tens of ms on the UI thread); so the first text is shown at
+# once, the rest in batches every STREAM_INTERVAL_S.
 STREAM_INTERVAL_S = 0.5
 
 
@@ -104,6 +102,40 @@ class ChatScreen(Screen[None]):
         ),
     ]
 
+    # -- what workers report ----------------------------------------------------------------
+
+    class ThreadLoaded(TMessage):
+        """The conversation list and the shown branch were read from the session."""
+
+        def __init__(
+            self,
+            conversations: list[Conversation],
+            thread: list[Message],
+            marks: BranchMarks,
+            scroll_to: str | None = None,
+        ) -> None:
+            super().__init__()
+            self.conversations = conversations
+            self.thread = thread
+            self.marks = marks
+            self.scroll_to = scroll_to
+
+    class TurnPrepared(TMessage):
+        """The question is saved and the turn is ready to generate."""
+
+        def __init__(
+            self,
+            turn: PendingTurn,
+            conversations: list[Conversation],
+            thread: list[Message],
+            marks: BranchMarks,
+        ) -> None:
+            super().__init__()
+            self.turn = turn
+            self.conversations = conversations
+            self.thread = thread
+            self.marks = marks
+
     class Streamed(TMessage):
         """A batch of answer text arrived from the model."""
 
@@ -114,10 +146,11 @@ class ChatScreen(Screen[None]):
     class GenerationFinished(TMessage):
         """The answer is complete (or stopped) and saved."""
 
-        def __init__(self, message: Message, stats: TurnStats) -> None:
+        def __init__(self, message: Message, stats: TurnStats, marks: BranchMarks) -> None:
             super().__init__()
             self.message = message
             self.stats = stats
+            self.marks = marks
 
     class GenerationFailed(TMessage):
         """The turn could not run (context overflow, model error)."""
@@ -126,47 +159,60 @@ class ChatScreen(Screen[None]):
             super().__init__()
             self.reason = reason
 
+    class ModelLoading(TMessage):
+        """A model started loading."""
+
     class ModelLoaded(TMessage):
         """A model finished loading."""
 
-        def __init__(self, info: ModelInfo) -> None:
+        def __init__(self, info: ModelInfo, context_size: int) -> None:
             super().__init__()
             self.info = info
+            self.context_size = context_size
 
-    class ThreadLoaded(TMessage):
-        """The conversation list and the current thread were read from the vault."""
+    class PacksListed(TMessage):
+        """The installed packs were read, for choosing one for a new conversation."""
 
-        def __init__(self, scroll_to: str | None = None) -> None:
+        def __init__(self, packs: list[InstalledPack]) -> None:
             super().__init__()
-            self.scroll_to = scroll_to
+            self.packs = packs
 
-    def __init__(self) -> None:
+    class ModelsListed(TMessage):
+        """The models on this machine were found, for choosing one."""
+
+        def __init__(self, models: list[ModelInfo], current: str | None) -> None:
+            super().__init__()
+            self.models = models
+            self.current = current
+
+    class ExportPrepared(TMessage):
+        """What the export dialog shows for a conversation was computed."""
+
+        def __init__(self, conversation_id: str, default_path: str, preview: str) -> None:
+            super().__init__()
+            self.conversation_id = conversation_id
+            self.default_path = default_path
+            self.preview = preview
+
+    def __init__(self, session: ChatSession) -> None:
         super().__init__()
+        self.session = session
         self._turn: PendingTurn | None = None
-        self._stream: MarkdownStream | None = None
-        self._stream_box: MessageBox | None = None
-        self._render_lock = asyncio.Lock()
-        self._prefetch_timer: Timer | None = None
-
-    @property
-    def session(self) -> ChatSession:
-        return self.app.session  # type: ignore[attr-defined,no-any-return]
+        self._preparing = False
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            with Vertical(id="sidebar"):
-                yield Label("Conversations", classes="section")
-                yield ListView(id="conversations")
+            yield ConversationList(id="sidebar")
             with Vertical(id="main"):
                 yield Banner("", id="banner")
-                yield VerticalScroll(id="messages")
+                yield ThreadView(id="messages")
                 yield Composer(id="composer", soft_wrap=True, show_line_numbers=False)
         yield StatusBar(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#banner").display = False
-        self.query_one("#composer", Composer).focus()
+        self.query_one(Banner).display = False
+        self.query_one(Composer).focus()
         self._poll_guard()
         self.set_interval(1.0, self._poll_guard)
         self.refresh_all()
@@ -177,93 +223,69 @@ class ChatScreen(Screen[None]):
         bar.guarded = offline.installed()
         bar.blocked = offline.blocked_count()
 
-    # -- reading --------------------------------------------------------------
+    @property
+    def thread_view(self) -> ThreadView:
+        return self.query_one(ThreadView)
+
+    @property
+    def generating(self) -> bool:
+        """Whether an answer is being prepared or written."""
+        return self._preparing or self._turn is not None
+
+    def stop_generation(self) -> None:
+        """Ask the answer being written to stop (it is kept, marked stopped)."""
+        if self._turn is not None:
+            self._turn.cancel.set()
+
+    # -- reading (workers) ------------------------------------------------------------------
+
+    def _marks(self, thread: list[Message]) -> BranchMarks:
+        """Branch positions of the messages that have alternatives (reads the store)."""
+        if self.session.incognito:
+            return {}
+        marks: BranchMarks = {}
+        for m in thread:
+            pos, count = self.session.branch_position(m.id)
+            if count > 1:
+                marks[m.id] = (pos, count)
+        return marks
+
+    def _loaded(self, scroll_to: str | None = None) -> ThreadLoaded:
+        thread = list(self.session.thread)
+        return self.ThreadLoaded(
+            self.session.conversations(), thread, self._marks(thread), scroll_to
+        )
 
     @work(thread=True, group="store", exit_on_error=False)
     def refresh_all(self, scroll_to: str | None = None) -> None:
-        """Re-read the conversation list (the thread is already in the session)."""
-        self._convs = self.session.conversations()
-        self.post_message(self.ThreadLoaded(scroll_to))
+        """Re-read the conversation list and the branch marks of the shown thread."""
+        self.post_message(self._loaded(scroll_to))
 
     @on(ThreadLoaded)
     async def _thread_loaded(self, event: ThreadLoaded) -> None:
-        await self._render_sidebar()
-        await self._render_thread()
-        if event.scroll_to:
-            target = self._box_for(event.scroll_to)
-            if target is not None:
-                self.query_one("#messages").scroll_to_widget(target, animate=False)
-                target.focus()
+        await self._show(event.conversations, event.thread, event.marks, event.scroll_to)
 
-    def _box_for(self, message_id: str) -> MessageBox | None:
-        for box in self.query(MessageBox):
-            if box.message is not None and box.message.id == message_id:
-                return box
-        return None
-
-    async def _render_sidebar(self) -> None:
-        async with self._render_lock:
-            lv = self.query_one("#conversations", ListView)
-            await lv.clear()
-            current = self.session.conversation
-            items = []
-            if self.session.incognito and current is not None:
-                items.append(
-                    ConversationItem(current.id, "Incognito", pinned=False, incognito=True)
-                )
-            for c in getattr(self, "_convs", []):
-                items.append(ConversationItem(c.id, c.title, pinned=c.pinned))
-            await lv.extend(items)
-            for i, item in enumerate(items):
-                if current is not None and item.conv_id == current.id:
-                    lv.index = i
-
-    async def _render_thread(self) -> None:
-        async with self._render_lock:
-            await self._render_thread_locked()
-
-    async def _render_thread_locked(self) -> None:
-        box = self.query_one("#messages", VerticalScroll)
-        await box.remove_children()
-        widgets = []
-        for m in self.session.thread:
-            if m.role == "system":
-                continue
-            w = MessageBox(m, m.role, m.content)
-            widgets.append(w)
-        await box.mount_all(widgets)
-        self._update_branch_marks()
+    async def _show(
+        self,
+        conversations: list[Conversation],
+        thread: list[Message],
+        marks: BranchMarks,
+        scroll_to: str | None = None,
+    ) -> None:
+        await self.query_one(ConversationList).show(
+            conversations, self.session.conversation, incognito=self.session.incognito
+        )
+        await self.thread_view.show(thread, marks, scroll_to)
         self._update_banner()
-        box.anchor()
-
-    def _update_branch_marks(self) -> None:
-        if self.session.incognito:
-            return
-        self.update_branches()
-
-    @work(thread=True, group="store", exit_on_error=False)
-    def update_branches(self) -> None:
-        marks = {}
-        for m in self.session.thread:
-            sibs = self.session.siblings(m.id)
-            if len(sibs) > 1:
-                marks[m.id] = ([s.id for s in sibs].index(m.id) + 1, len(sibs))
-        self.app.call_from_thread(self._apply_marks, marks)
-
-    def _apply_marks(self, marks: dict[str, tuple[int, int]]) -> None:
-        for mid, mark in marks.items():
-            box = self._box_for(mid)
-            if box is not None:
-                box.branch = mark
 
     def _update_banner(self) -> None:
-        banner = self.query_one("#banner", Banner)
+        banner = self.query_one(Banner)
         notes = []
         if self.session.incognito:
             notes.append(
                 "🕶 Incognito: this conversation lives only in memory and is never written to disk."
             )
-        warning = getattr(self.session.vault, "rollback_warning", None)
+        warning = self.session.vault.rollback_warning if self.session.vault else None
         if warning:
             notes.append(f"⚠ {warning}")
         pack = self.session.pack
@@ -274,48 +296,34 @@ class ChatScreen(Screen[None]):
         banner.display = bool(notes)
         self.query_one(StatusBar).pack = f"{pack.name} {pack.version}" if pack else None
 
-    # -- model ----------------------------------------------------------------
+    # -- model ------------------------------------------------------------------------------
 
     @work(thread=True, group="model", exclusive=True, exit_on_error=False)
     def load_model(self, info: ModelInfo | None = None) -> None:
-        self.app.call_from_thread(self._set_state, "loading model…")
+        self.post_message(self.ModelLoading())
         info = info or self.session.model_for_conversation()
-        self.session.load_model(info)
-        self.post_message(self.ModelLoaded(info))
+        engine = self.session.load_model(info)
+        self.post_message(self.ModelLoaded(info, engine.n_ctx))
 
-    def _set_state(self, state: str) -> None:
-        self.query_one(StatusBar).state = state
+    @on(ModelLoading)
+    def _model_loading(self) -> None:
+        self.query_one(StatusBar).state = "loading model…"
 
     @on(ModelLoaded)
     def _model_loaded(self, event: ModelLoaded) -> None:
         bar = self.query_one(StatusBar)
         info = event.info
         bar.model = f"{info.name} · {info.quantization or '?'}"
-        if self.session.engine is not None:
-            bar.context_size = self.session.engine.n_ctx
+        bar.context_size = event.context_size
         bar.state = ""
 
-    # -- sending --------------------------------------------------------------
+    # -- sending ----------------------------------------------------------------------------
 
-    @property
-    def generating(self) -> bool:
-        return self._turn is not None
-
-    @on(TextArea.Changed, "#composer")
-    def _draft_changed(self) -> None:
+    @on(Composer.DraftPaused)
+    def _draft_paused(self, event: Composer.DraftPaused) -> None:
         """In a pack conversation, prepare the sources for the draft once typing pauses."""
-        if self._prefetch_timer is not None:
-            self._prefetch_timer.stop()
-            self._prefetch_timer = None
         if self.session.pack is not None and not self.generating:
-            self._prefetch_timer = self.set_timer(PREFETCH_DELAY_S, self._start_prefetch)
-
-    def _start_prefetch(self) -> None:
-        self._prefetch_timer = None
-        text = self.query_one(Composer).text
-        if self.generating or not text.strip() or text.startswith("/"):
-            return
-        self._prefetch(text)
+            self._prefetch(event.text)
 
     @work(thread=True, group="prefetch", exclusive=True, exit_on_error=False)
     def _prefetch(self, draft: str) -> None:
@@ -336,6 +344,7 @@ class ChatScreen(Screen[None]):
             return
         composer.text = ""
         composer.editing = None
+        self._start_turn()
         self.prepare(text, editing)
 
     def _slash_command(self, text: str) -> bool:
@@ -346,11 +355,13 @@ class ChatScreen(Screen[None]):
             return False
         if name in ("help", "templates"):
             listed = ", ".join(f"/{t.id} ({t.title})" for t in pack.templates)
-            self.notify(listed or "This pack has no templates.", title="Templates", timeout=12)
+            self.notify(
+                escape(listed) or "This pack has no templates.", title="Templates", timeout=12
+            )
             return True
         template = next((t for t in pack.templates if t.id == name), None)
         if template is None:
-            self.notify(f"No template /{name}; /help lists them.", severity="warning")
+            self.notify(f"No template /{escape(name)}; /help lists them.", severity="warning")
             return True
         self.use_template(template.id)
         return True
@@ -361,33 +372,49 @@ class ChatScreen(Screen[None]):
         if pack is None or self.generating:
             return
 
-        def done(result: tuple[str, str] | None) -> None:
-            if result:
-                self.prepare(result[0], None, result[1])
+        def done(result: TemplateFilled | None) -> None:
+            if result is not None and not self.generating:
+                self._start_turn()
+                self.prepare(result.text, None, result.lookup)
 
         self.app.push_screen(TemplateScreen(pack.template(template_id)), done)
 
-    @work(thread=True, group="store", exit_on_error=False)
-    def prepare(self, text: str, editing: str | None, lookup: str | None = None) -> None:
-        turn = self.session.edit(editing, text) if editing else self.session.send(text, lookup)
-        self.app.call_from_thread(self._begin, turn)
+    def _start_turn(self) -> None:
+        """Mark a turn as under way (until it is prepared, nothing else may start)."""
+        self._preparing = True
+        self.query_one(StatusBar).state = "preparing…"
 
-    async def _begin(self, turn: PendingTurn) -> None:
-        self._turn = turn
-        self._convs = self.session.conversations()
-        await self._render_sidebar()
-        await self._render_thread()
-        box = MessageBox(None, "assistant", "")
-        box.pending_notes = [n.as_dict() for n in turn.notices if n.action == "caution"]
-        await self.query_one("#messages").mount(box)
-        self._stream_box = box
-        self._stream = Markdown.get_stream(box.query_one(Markdown))
-        self.query_one("#messages", VerticalScroll).anchor()
-        self._set_state("writing… (Esc stops)")
+    def _post_prepared(self, turn: PendingTurn | None) -> None:
+        """Report a prepared turn (or that there was none to prepare)."""
+        if turn is None:
+            self.post_message(self.GenerationFailed(""))
+            return
+        thread = list(self.session.thread)
+        self.post_message(
+            self.TurnPrepared(turn, self.session.conversations(), thread, self._marks(thread))
+        )
+
+    @work(thread=True, group="turn", exit_on_error=False)
+    def prepare(self, text: str, editing: str | None, lookup: str | None = None) -> None:
+        try:
+            turn = self.session.edit(editing, text) if editing else self.session.send(text, lookup)
+        except Exception as exc:  # the vault could not save the question: one line
+            self.post_message(self.GenerationFailed(str(exc) or type(exc).__name__))
+            return
+        self._post_prepared(turn)
+
+    @on(TurnPrepared)
+    async def _turn_prepared(self, event: TurnPrepared) -> None:
+        self._preparing = False
+        self._turn = event.turn
+        await self._show(event.conversations, event.thread, event.marks)
+        cautions = [n for n in event.turn.notices if n.action == "caution"]
+        await self.thread_view.begin_answer(cautions)
+        self.query_one(StatusBar).state = "writing… (Esc stops)"
         # A blinking cursor redraws the screen twice a second; while the model writes, every
         # redraw takes CPU from it (two cores: the UI thread competes with llama.cpp's).
         self.query_one(Composer).cursor_blink = False
-        self.generate(turn)
+        self.generate(event.turn)
 
     @work(thread=True, group="generate", exclusive=True, exit_on_error=False)
     def generate(self, turn: PendingTurn) -> None:
@@ -410,56 +437,43 @@ class ChatScreen(Screen[None]):
         if batch:
             self.post_message(self.Streamed("".join(batch)))
         saved = self.session.finish(turn, "".join(pieces))
-        self.post_message(self.GenerationFinished(saved, gen.stats))
+        self.post_message(
+            self.GenerationFinished(saved, gen.stats, self._marks(list(self.session.thread)))
+        )
 
     @on(Streamed)
     async def _streamed(self, event: Streamed) -> None:
-        if self._stream is None or self._stream_box is None:
-            return
-        await self._stream.write(event.text)
+        await self.thread_view.write(event.text)
 
-    async def _end_stream(self) -> None:
-        if self._stream is not None:
-            await self._stream.stop()
-        self._stream = None
+    def _end_turn(self) -> None:
+        self._preparing = False
         self._turn = None
         self.query_one(Composer).cursor_blink = True
-        self._set_state("")
+        self.query_one(StatusBar).state = ""
 
     @on(GenerationFinished)
     async def _finished(self, event: GenerationFinished) -> None:
-        await self._end_stream()
+        await self.thread_view.finish(event.message, event.stats)
+        self._end_turn()
+        self.thread_view.apply_marks(event.marks)
         stats = event.stats
-        box = self._stream_box
-        self._stream_box = None
-        if box is not None:
-            box.finalize(event.message, event.message.content)
-        if stats.dropped_messages:
-            note = Static(
-                f"⚠ {len(stats.dropped_messages)} older message(s) did not fit the model's "
-                "context and were left out of this answer.",
-                classes="context-note",
-            )
-            await self.query_one("#messages").mount(note, before=box)
         bar = self.query_one(StatusBar)
         if stats.prompt_tokens:  # a pack's fixed safety response involves no model
             bar.tokens_per_s = stats.decode_tokens_per_s
             bar.ttft = stats.time_to_first_token_s
             bar.context_used = stats.context_used
             bar.context_size = stats.context_size
-        self._update_branch_marks()
         if not self.session.incognito:
             self.refresh_all()
 
     @on(GenerationFailed)
     async def _failed(self, event: GenerationFailed) -> None:
-        await self._end_stream()
-        if self._stream_box is not None:
-            await self._stream_box.remove()
-            self._stream_box = None
-        self.notify(event.reason, title="Could not answer", severity="error", timeout=8)
+        await self.thread_view.fail()
+        self._end_turn()
+        if event.reason:
+            self.notify(escape(event.reason), title="Could not answer", severity="error", timeout=8)
 
-    # -- actions --------------------------------------------------------------
+    # -- actions ----------------------------------------------------------------------------
 
     def action_stop(self) -> None:
         composer = self.query_one(Composer)
@@ -472,12 +486,15 @@ class ChatScreen(Screen[None]):
     def action_new(self) -> None:
         if self.generating:
             return
-        self._offer_packs()
+        self._list_packs()
 
     @work(thread=True, group="store", exit_on_error=False)
-    def _offer_packs(self) -> None:
-        installed = self.session.available_packs()
-        self.app.call_from_thread(self.app.push_screen, PackScreen(installed), self._start_with)
+    def _list_packs(self) -> None:
+        self.post_message(self.PacksListed(self.session.available_packs()))
+
+    @on(PacksListed)
+    def _packs_listed(self, event: PacksListed) -> None:
+        self.app.push_screen(PackScreen(event.packs), self._start_with)
 
     def _start_with(self, pack_id: str | None) -> None:
         if pack_id is None:  # the picker was closed: nothing changes
@@ -485,31 +502,33 @@ class ChatScreen(Screen[None]):
         self._new_conversation(pack_id or None)
 
     @work(thread=True, group="store", exit_on_error=False)
-    def _new_conversation(self, pack_id: str | None) -> None:
-        self.session.new_conversation(pack_id=pack_id)
-        self.app.call_from_thread(self.query_one(Composer).focus)
-        self.refresh_all()
+    def _new_conversation(self, pack_id: str | None, incognito: bool = False) -> None:
+        self.session.new_conversation(pack_id=pack_id, incognito=incognito)
+        self.post_message(self._loaded())
 
     def action_incognito(self) -> None:
         if self.generating:
             return
-        self.session.new_conversation(incognito=True)
-        self.refresh_all()
+        self._new_conversation(None, incognito=True)
         self.query_one(Composer).focus()
 
     def action_regenerate(self) -> None:
         if self.generating or not self.session.thread:
             return
+        self._start_turn()
         self._regenerate()
 
-    @work(thread=True, group="store", exit_on_error=False)
+    @work(thread=True, group="turn", exit_on_error=False)
     def _regenerate(self) -> None:
-        turn = self.session.regenerate()
-        if turn is not None:
-            self.app.call_from_thread(self._begin, turn)
+        try:
+            turn = self.session.regenerate()
+        except Exception as exc:
+            self.post_message(self.GenerationFailed(str(exc) or type(exc).__name__))
+            return
+        self._post_prepared(turn)
 
     def action_search(self) -> None:
-        self.app.push_screen(SearchScreen(), self._open_hit)
+        self.app.push_screen(SearchScreen(self.session), self._open_hit)
 
     def _open_hit(self, hit: SearchHit | None) -> None:
         if hit is not None:
@@ -518,21 +537,18 @@ class ChatScreen(Screen[None]):
     @work(thread=True, group="store", exit_on_error=False)
     def open_conversation(self, conv_id: str, at_message: str | None = None) -> None:
         self.session.open(conv_id, at_message)
-        self._convs = self.session.conversations()
-        self.post_message(self.ThreadLoaded(at_message))
+        self.post_message(self._loaded(at_message))
         engine = self.session.engine
         wanted = self.session.conversation.model_name if self.session.conversation else None
         if wanted and self.session.model and wanted != self.session.model.name and engine:
             self.load_model()
 
-    @on(ListView.Selected, "#conversations")
-    def _chosen(self, event: ListView.Selected) -> None:
+    @on(ConversationList.Chosen)
+    def _chosen(self, event: ConversationList.Chosen) -> None:
         if self.generating:
             self.notify("Stop the answer first (Esc).", severity="warning")
             return
-        item = event.item
-        if isinstance(item, ConversationItem) and item.conv_id != "incognito":
-            self.open_conversation(item.conv_id)
+        self.open_conversation(event.conversation_id)
 
     def action_models(self) -> None:
         self._list_models()
@@ -541,9 +557,11 @@ class ChatScreen(Screen[None]):
     def _list_models(self) -> None:
         models = self.session.available_models()
         current = self.session.model.name if self.session.model else None
-        self.app.call_from_thread(
-            self.app.push_screen, ModelScreen(models, current), self._model_chosen
-        )
+        self.post_message(self.ModelsListed(models, current))
+
+    @on(ModelsListed)
+    def _models_listed(self, event: ModelsListed) -> None:
+        self.app.push_screen(ModelScreen(event.models, event.current), self._model_chosen)
 
     def _model_chosen(self, info: ModelInfo | None) -> None:
         if info is not None:
@@ -591,25 +609,23 @@ class ChatScreen(Screen[None]):
             self.session.toggle_pin(cid)
         elif op == "delete":
             self.session.delete_conversation(cid)
-        self._convs = self.session.conversations()
-        self.post_message(self.ThreadLoaded())
+        self.post_message(self._loaded())
 
     def action_settings(self) -> None:
         themes = sorted(self.app.available_themes)
         screen = SettingsScreen(self.session.settings, self.session.sampling(), themes)
-        self.app.push_screen(screen, self._settings_saved)
+        self.app.push_screen(screen, self._settings_chosen)
 
-    def _settings_saved(self, result: object) -> None:
-        if not result:
+    def _settings_chosen(self, result: SettingsChosen | None) -> None:
+        if result is None:
             return
-        settings, sampling = result  # type: ignore[misc]
-        self.app.theme = settings.theme
-        self._save_settings(settings, sampling)
+        self.app.theme = result.settings.theme
+        self._save_settings(result)
 
     @work(thread=True, group="store", exit_on_error=False)
-    def _save_settings(self, settings: object, sampling: object) -> None:
-        self.session.save_settings(settings)  # type: ignore[arg-type]
-        self.session.set_sampling(sampling)  # type: ignore[arg-type]
+    def _save_settings(self, chosen: SettingsChosen) -> None:
+        self.session.save_settings(chosen.settings)
+        self.session.set_sampling(chosen.sampling)
         self.app.call_from_thread(self.notify, "Settings saved")
 
     def action_export(self) -> None:
@@ -622,49 +638,51 @@ class ChatScreen(Screen[None]):
     @work(thread=True, group="store", exit_on_error=False)
     def _prepare_export(self, cid: str) -> None:
         preview = self.session.redaction_preview(cid)
-        conv = self.session.conversation
-        stem = "".join(ch if ch.isalnum() else "-" for ch in (conv.title if conv else "chat"))
-        default = str(Path.home() / f"bastion-{stem.strip('-')[:40] or 'chat'}.age")
+        # A neutral name: a title in a file name would be plaintext on disk.
+        default = str(Path.home() / f"bastion-{datetime.now():%Y%m%d-%H%M%S}.age")
+        self.post_message(self.ExportPrepared(cid, default, preview))
 
-        def done(options: dict[str, Any] | None) -> None:
-            if options:
+    @on(ExportPrepared)
+    def _export_prepared(self, event: ExportPrepared) -> None:
+        cid = event.conversation_id
+
+        def done(options: ExportOptions | None) -> None:
+            if options is not None:
                 self._export(cid, options)
 
-        self.app.call_from_thread(self.app.push_screen, ExportScreen(default, preview), done)
+        self.app.push_screen(ExportScreen(event.default_path, event.preview), done)
 
     @work(thread=True, group="store", exit_on_error=False)
-    def _export(self, cid: str, options: dict[str, Any]) -> None:
-        path = Path(options["path"]).expanduser()
+    def _export(self, cid: str, options: ExportOptions) -> None:
+        path = Path(options.path).expanduser()
         self.session.export_conversation(
             cid,
             path,
-            passphrase=options["passphrase"],
-            recipients=options["recipients"],
-            form=options["form"],
-            redact=options["redact"],
+            passphrase=options.passphrase,
+            recipients=list(options.recipients),
+            form=options.form,
+            redact=options.redact,
         )
-        self.app.call_from_thread(self.notify, f"Exported (encrypted) to {path}")
+        self.app.call_from_thread(self.notify, f"Exported (encrypted) to {escape(str(path))}")
 
     def action_import(self) -> None:
-        def done(result: tuple[str, str | None] | None) -> None:
-            if result:
-                self._import(*result)
+        def done(result: ImportRequest | None) -> None:
+            if result is not None:
+                self._import(result)
 
         self.app.push_screen(ImportScreen(), done)
 
     @work(thread=True, group="store", exit_on_error=False)
-    def _import(self, path: str, passphrase: str | None) -> None:
-        n = self.session.import_file(Path(path).expanduser(), passphrase)
-        self._convs = self.session.conversations()
-        self.post_message(self.ThreadLoaded())
+    def _import(self, request: ImportRequest) -> None:
+        n = self.session.import_file(Path(request.path).expanduser(), request.passphrase)
+        self.post_message(self._loaded())
         self.app.call_from_thread(self.notify, f"Imported {n} conversation(s)")
 
-    # -- message actions ------------------------------------------------------
+    # -- message actions --------------------------------------------------------------------
 
     @on(MessageBox.ActionRequested)
     def _message_action(self, event: MessageBox.ActionRequested) -> None:
-        box = event.box
-        msg = box.message
+        msg = event.box.message
         if msg is None or self.generating:
             return
         if event.action == "copy":
@@ -680,10 +698,11 @@ class ChatScreen(Screen[None]):
             composer.editing = msg.id
             composer.focus()
         elif event.action == "delete":
+            message_id = msg.id
 
             def done(yes: bool | None) -> None:
                 if yes:
-                    self._delete_message(msg.id)
+                    self._delete_message(message_id)
 
             self.app.push_screen(
                 ConfirmScreen("Delete this message and everything after it?"), done
@@ -698,13 +717,11 @@ class ChatScreen(Screen[None]):
     @work(thread=True, group="store", exit_on_error=False)
     def _delete_message(self, message_id: str) -> None:
         self.session.delete_message(message_id)
-        self._convs = self.session.conversations()
-        self.post_message(self.ThreadLoaded())
+        self.post_message(self._loaded())
 
     @work(thread=True, group="store", exit_on_error=False)
     def _switch_branch(self, message_id: str, step: int) -> None:
+        sibs = [s.id for s in self.session.siblings(message_id)]
         self.session.switch_branch(message_id, step)
-        sibs = self.session.siblings(message_id)
-        ids = [s.id for s in sibs]
-        target = ids[(ids.index(message_id) + step) % len(ids)] if len(ids) > 1 else message_id
-        self.post_message(self.ThreadLoaded(target))
+        target = sibs[(sibs.index(message_id) + step) % len(sibs)] if len(sibs) > 1 else None
+        self.post_message(self._loaded(target or message_id))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from rich.markup import escape
@@ -10,6 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.message import Message as TMessage
 from textual.screen import ModalScreen
 from textual.widgets import (
     Button,
@@ -26,25 +28,78 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
-from app.pack_chat import InstalledPack
-from app.packs import Template, TemplateError
-from app.settings import AppSettings
-from models.discovery import ModelInfo
-from models.settings import LoadSettings, SamplingSettings
-from storage.schema import SearchHit
-from tui.widgets import highlight_snippet
+from bastion.app.pack_library import InstalledPack
+from bastion.app.packs import Template, TemplateError
+from bastion.app.session import ChatSession
+from bastion.app.settings import AppSettings
+from bastion.models.discovery import ModelInfo
+from bastion.models.settings import LoadSettings, SamplingSettings
+from bastion.storage.schema import SearchHit
+from bastion.tui.widgets import highlight_snippet
 
 CLOSE = Binding("escape", "dismiss_none", "Close", id="dialog.close", tooltip="Close")
 
 
-class _Dialog(ModalScreen[Any]):
+ResultT = TypeVar("ResultT")
+
+
+class Dialog(ModalScreen[ResultT]):
+    """A modal dialog that dismisses with a ``ResultT``, or None when closed."""
+
     BINDINGS = [CLOSE]
 
     def action_dismiss_none(self) -> None:
         self.dismiss(None)
 
 
-class ConfirmScreen(_Dialog):
+@dataclass(frozen=True)
+class TemplateFilled:
+    """A template's rendered message and the values the references are searched with."""
+
+    text: str
+    lookup: str
+
+
+@dataclass(frozen=True)
+class SettingsChosen:
+    """Settings saved from the settings dialog."""
+
+    settings: AppSettings
+    sampling: SamplingSettings
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to write an export, as chosen in the export dialog."""
+
+    path: str
+    form: str
+    redact: bool
+    passphrase: str | None = None
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """An export file to import and its passphrase, if it has one."""
+
+    path: str
+    passphrase: str | None
+
+
+class HitItem(ListItem):
+    """A search result in the list."""
+
+    def __init__(self, hit: SearchHit) -> None:
+        where = "title" if hit.message_id is None else hit.role
+        super().__init__(
+            Static(f"[b]{escape(hit.conversation_title)}[/b] [dim]{escape(str(where))}[/dim]"),
+            Static(highlight_snippet(hit.snippet), classes="snippet"),
+        )
+        self.hit = hit
+
+
+class ConfirmScreen(Dialog[bool]):
     """Ask yes or no; dismisses with True or False."""
 
     BINDINGS = [
@@ -72,7 +127,7 @@ class ConfirmScreen(_Dialog):
         self.dismiss(event.button.id == "yes")
 
 
-class PromptScreen(_Dialog):
+class PromptScreen(Dialog[str]):
     """Ask for one line of text; dismisses with it, or None."""
 
     def __init__(self, title: str, value: str = "") -> None:
@@ -91,8 +146,12 @@ class PromptScreen(_Dialog):
         self.dismiss(value or None)
 
 
-class SearchScreen(_Dialog):
+class SearchScreen(Dialog[SearchHit]):
     """Full-text search over the vault; dismisses with the chosen hit."""
+
+    def __init__(self, session: ChatSession) -> None:
+        super().__init__()
+        self.session = session
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -109,8 +168,19 @@ class SearchScreen(_Dialog):
 
     @work(thread=True, group="search", exclusive=True, exit_on_error=False)
     def run_search(self, query: str) -> None:
-        hits = self.app.session.search(query)  # type: ignore[attr-defined]
-        self.app.call_from_thread(self._show, hits)
+        hits = self.session.search(query)
+        self.post_message(self.HitsFound(hits))
+
+    class HitsFound(TMessage):
+        """The search finished."""
+
+        def __init__(self, hits: list[SearchHit]) -> None:
+            super().__init__()
+            self.hits = hits
+
+    @on(HitsFound)
+    async def _found(self, event: HitsFound) -> None:
+        await self._show(event.hits)
 
     async def _show(self, hits: list[SearchHit]) -> None:
         results = self.query_one("#search-results", ListView)
@@ -118,15 +188,7 @@ class SearchScreen(_Dialog):
         self.query_one("#search-count", Label).update(
             f"{len(hits)} result{'s' if len(hits) != 1 else ''}"
         )
-        items = []
-        for hit in hits:
-            where = "title" if hit.message_id is None else hit.role
-            item = ListItem(
-                Static(f"[b]{escape(hit.conversation_title)}[/b] [dim]{where}[/dim]"),
-                Static(highlight_snippet(hit.snippet), classes="snippet"),
-            )
-            item.hit = hit  # type: ignore[attr-defined]
-            items.append(item)
+        items = [HitItem(hit) for hit in hits]
         await results.extend(items)
         if items:
             results.index = 0
@@ -134,10 +196,11 @@ class SearchScreen(_Dialog):
 
     @on(ListView.Selected, "#search-results")
     def _chosen(self, event: ListView.Selected) -> None:
-        self.dismiss(getattr(event.item, "hit", None))
+        if isinstance(event.item, HitItem):
+            self.dismiss(event.item.hit)
 
 
-class ModelScreen(_Dialog):
+class ModelScreen(Dialog[ModelInfo]):
     """Pick a model among those discovered; unusable ones say why."""
 
     def __init__(self, models: list[ModelInfo], current: str | None) -> None:
@@ -166,7 +229,7 @@ class ModelScreen(_Dialog):
         self.dismiss(self.models[int(event.option.id or 0)])
 
 
-class PackScreen(_Dialog):
+class PackScreen(Dialog[str]):
     """Pick a domain pack for a new conversation; dismisses with its id, "" for none."""
 
     def __init__(self, packs: list[InstalledPack]) -> None:
@@ -195,7 +258,7 @@ class PackScreen(_Dialog):
         self.dismiss(event.option.id or "")
 
 
-class TemplateScreen(_Dialog):
+class TemplateScreen(Dialog[TemplateFilled]):
     """Fill in a pack template's variables; dismisses with the rendered message and the
     values (the references are searched with those)."""
 
@@ -246,10 +309,10 @@ class TemplateScreen(_Dialog):
         except TemplateError as exc:
             self.query_one("#template-error", Label).update(escape(str(exc)))
             return
-        self.dismiss((text, " ".join(v for v in values.values() if v)))
+        self.dismiss(TemplateFilled(text, " ".join(v for v in values.values() if v)))
 
 
-class SettingsScreen(_Dialog):
+class SettingsScreen(Dialog[SettingsChosen]):
     """Sampling (this conversation), loading, theme and privacy settings, validated."""
 
     SAMPLING = ["temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed"]
@@ -307,7 +370,7 @@ class SettingsScreen(_Dialog):
 
     @on(Button.Pressed, "#save")
     def _save(self) -> None:
-        for label in self.query(".field-error"):
+        for label in self.query(".field-error").results(Label):
             label.update("")
         errors: dict[str, str] = {}
         results: dict[str, Any] = {}
@@ -337,10 +400,10 @@ class SettingsScreen(_Dialog):
             self.notify(f"{len(errors)} setting(s) need fixing", severity="error")
             return
         updated = updated.model_copy(update={"load": results["load"]})
-        self.dismiss((updated, results["sampling"]))
+        self.dismiss(SettingsChosen(updated, results["sampling"]))
 
 
-class ExportScreen(_Dialog):
+class ExportScreen(Dialog[ExportOptions]):
     """Choose how to encrypt an export; preview redactions. Dismisses with the options."""
 
     def __init__(self, default_path: str, preview: str) -> None:
@@ -396,32 +459,29 @@ class ExportScreen(_Dialog):
         how = self.query_one("#exp-how", RadioSet).pressed_button
         mode = how.id if how is not None else "how-vault"
         error = self.query_one("#exp-error", Label)
-        options: dict[str, Any] = {
-            "path": self.query_one("#exp-path", Input).value.strip(),
-            "form": self.query_one("#exp-format", Select).value,
-            "redact": self.query_one("#exp-redact", Checkbox).value,
-            "passphrase": None,
-            "recipients": [],
-        }
-        if not options["path"]:
+        path = self.query_one("#exp-path", Input).value.strip()
+        form = str(self.query_one("#exp-format", Select).value)
+        redact = self.query_one("#exp-redact", Checkbox).value
+        if not path:
             error.update("Give a file name.")
             return
+        passphrase: str | None = None
+        recipients: tuple[str, ...] = ()
         if mode == "how-pass":
-            p1 = self.query_one("#exp-pass1", Input).value
-            if not p1 or p1 != self.query_one("#exp-pass2", Input).value:
+            passphrase = self.query_one("#exp-pass1", Input).value
+            if not passphrase or passphrase != self.query_one("#exp-pass2", Input).value:
                 error.update("Enter the same passphrase twice.")
                 return
-            options["passphrase"] = p1
         elif mode == "how-keys":
             keys = [k.strip() for k in self.query_one("#exp-keys", Input).value.split(",")]
-            options["recipients"] = [k for k in keys if k]
-            if not options["recipients"]:
+            recipients = tuple(k for k in keys if k)
+            if not recipients:
                 error.update("Give at least one public key.")
                 return
-        self.dismiss(options)
+        self.dismiss(ExportOptions(path, form, redact, passphrase, recipients))
 
 
-class ImportScreen(_Dialog):
+class ImportScreen(Dialog[ImportRequest]):
     """Import an export file: its path, and its passphrase if it has one."""
 
     def compose(self) -> ComposeResult:
@@ -444,10 +504,10 @@ class ImportScreen(_Dialog):
     def _go(self) -> None:
         path = self.query_one("#imp-path", Input).value.strip()
         if path:
-            self.dismiss((path, self.query_one("#imp-pass", Input).value or None))
+            self.dismiss(ImportRequest(path, self.query_one("#imp-pass", Input).value or None))
 
 
-class HelpScreen(_Dialog):
+class HelpScreen(Dialog[None]):
     """Every key binding, with what it does."""
 
     def __init__(self, rows: list[tuple[str, str, str, str]]) -> None:

@@ -10,7 +10,7 @@ import faulthandler
 import resource
 import sys
 
-from app import offline
+from bastion.app import offline
 
 
 def main() -> int:
@@ -19,17 +19,17 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Fatal errors print C and Python stacks (no locals, no content) to stderr, never a file.
     faulthandler.enable(file=sys.stderr)
-    from app import logs
+    from bastion.app import logs
 
     logs.install()  # log records reach stderr only, with ids and numbers, never content
-    from app.cli import main as cli_main
+    from bastion.app.cli import main as cli_main
 
     return cli_main(run_app=run_app)
 
 
 def run_app() -> int:
     """Start the terminal app (the default command)."""
-    from tui.app import BastionApp
+    from bastion.tui.app import BastionApp
 
     BastionApp().run()
     return 0

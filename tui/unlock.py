@@ -10,9 +10,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Input, Label, LoadingIndicator, Static
 
-from app.secrets_input import strength
-from storage import crypto
-from storage.vault import RollbackError
+from bastion.app.secrets_input import strength
+from bastion.app.session import ChatSession, KdfParams, RollbackError, UnlockError
 
 WARNING = (
     "Your passphrase encrypts everything Bastion stores. It cannot be recovered: "
@@ -34,8 +33,13 @@ class UnlockScreen(Screen[None]):
             self.reason = reason
             self.rollback = rollback
 
-    def __init__(self, first_run: bool) -> None:
+    def __init__(
+        self, session: ChatSession, kdf: KdfParams | None = None, *, first_run: bool
+    ) -> None:
         super().__init__()
+        self.session = session
+        self.kdf = kdf
+        """Argon2 cost for a new vault (tests use a cheap one); None is the default."""
         self.first_run = first_run
         self._accept_rollback = False
 
@@ -104,16 +108,16 @@ class UnlockScreen(Screen[None]):
 
     @work(thread=True, group="unlock", exclusive=True, exit_on_error=False)
     def _derive(self, passphrase: bytearray) -> None:
-        session = self.app.session  # type: ignore[attr-defined]
+        # The session wipes the passphrase once the key is derived, whatever happens.
         try:
             if self.first_run:
-                session.create_vault(passphrase, getattr(self.app, "kdf", None))
+                self.session.create_vault(passphrase, self.kdf)
             else:
-                session.unlock(passphrase, accept_rollback=self._accept_rollback)
+                self.session.unlock(passphrase, accept_rollback=self._accept_rollback)
         except RollbackError as exc:
             self.post_message(self.UnlockFailed(str(exc).split(";")[0], rollback=True))
             return
-        except crypto.UnlockError as exc:
+        except UnlockError as exc:
             self.post_message(self.UnlockFailed(str(exc)))
             return
         except Exception as exc:  # any vault problem: one line, retry possible
@@ -121,8 +125,6 @@ class UnlockScreen(Screen[None]):
                 self.UnlockFailed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             )
             return
-        finally:
-            crypto.wipe(passphrase)
         self.post_message(self.Unlocked())
 
     @on(UnlockFailed)

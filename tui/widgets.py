@@ -8,9 +8,11 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message as TMessage
 from textual.reactive import reactive
-from textual.widgets import Label, ListItem, Markdown, Static, TextArea
+from textual.timer import Timer
+from textual.widgets import Label, Markdown, Static, TextArea
 
-from storage.schema import Message
+from bastion.app.turn import sources_line
+from bastion.storage.schema import Message, SafetyNotice
 
 
 def highlight_snippet(snippet: str) -> str:
@@ -44,12 +46,19 @@ class MessageBox(Vertical, can_focus=True):
     branch: reactive[tuple[int, int]] = reactive((1, 1))
     """(position, count) of this message among its alternatives."""
 
-    def __init__(self, message: Message | None, role: str, text: str = "", **kw) -> None:
-        super().__init__(**kw)
+    def __init__(
+        self,
+        message: Message | None,
+        role: str,
+        text: str = "",
+        *,
+        pending_notes: list[SafetyNotice] | None = None,
+    ) -> None:
+        super().__init__()
         self.message = message
         self.role = role
         self.text = text
-        self.pending_notes: list[dict[str, str]] = []
+        self.pending_notes: list[SafetyNotice] = pending_notes or []
         """Safety notices to show while the answer is still being written."""
         self.add_class(f"-{role}")
 
@@ -66,23 +75,21 @@ class MessageBox(Vertical, can_focus=True):
     def _notes(self) -> str:
         if self.role != "assistant":
             return ""  # the rules that fired are shown with the answer
-        stats = (self.message.stats if self.message else None) or {}
-        notes = stats.get("safety") or self.pending_notes
+        meta = self.message.meta if self.message else None
+        notes = (meta.safety if meta else None) or self.pending_notes
         lines = []
         for n in notes:
-            if n.get("action") == "respond" and stats.get("fixed_response"):
+            if n.action == "respond" and meta is not None and meta.fixed_response:
                 continue  # the message itself is the fixed response
-            mark = "⚠" if n.get("stage") == "output" else "ℹ"
-            lines.append(f"{mark} {escape(str(n.get('message', '')))}")
+            mark = "⚠" if n.stage == "output" else "ℹ"
+            lines.append(f"{mark} {escape(n.message)}")
         return "\n".join(lines)
 
     def _sources(self) -> str:
-        stats = (self.message.stats if self.message else None) or {}
-        if self.role != "assistant" or not stats.get("sources"):
+        meta = self.message.meta if self.message else None
+        if self.role != "assistant" or meta is None or not meta.sources:
             return ""
-        from app.pack_chat import sources_line
-
-        return f"Sources: {escape(sources_line(stats['sources']))}"
+        return f"Sources: {escape(sources_line(meta.sources))}"
 
     def _header(self) -> str:
         who = {"user": "You", "assistant": "Assistant", "system": "System"}.get(
@@ -91,15 +98,15 @@ class MessageBox(Vertical, can_focus=True):
         parts = [f"[b]{who}[/b]"]
         if self.message is not None:
             parts.append(f"[dim]{self.message.created.astimezone():%H:%M}[/dim]")
-            stats = self.message.stats or {}
-            if stats.get("fixed_response"):
+            meta = self.message.meta
+            if meta.fixed_response:
                 parts.append("[$error]🛑 safety response (the model was not asked)[/]")
-            if stats.get("stop_reason") == "cancelled":
+            if meta.stop_reason == "cancelled":
                 parts.append("[$warning]⏹ stopped[/]")
-            if stats.get("generated_tokens"):
+            if meta.generated_tokens:
+                # Validated numbers (MessageMeta): finite, not negative.
                 parts.append(
-                    f"[dim]{stats['generated_tokens']} tok · "
-                    f"{stats.get('decode_tokens_per_s', 0):.1f} tok/s[/dim]"
+                    f"[dim]{meta.generated_tokens} tok · {meta.decode_tokens_per_s:.1f} tok/s[/dim]"
                 )
         pos, count = self.branch
         if count > 1:
@@ -157,8 +164,31 @@ class Composer(TextArea):
             self.composer = composer
             self.text = text
 
+    class DraftPaused(TMessage):
+        """Typing paused for :attr:`PAUSE_S` on a non-empty draft (sources can be prepared)."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    PAUSE_S = 0.4
+    """How long typing must pause before :class:`DraftPaused` is posted."""
+
     editing: reactive[str | None] = reactive(None)
     """Id of the user message being edited, or None when composing a new one."""
+
+    _pause_timer: Timer | None = None
+
+    def _on_text_area_changed(self, event: TextArea.Changed) -> None:
+        if self._pause_timer is not None:
+            self._pause_timer.stop()
+        self._pause_timer = self.set_timer(self.PAUSE_S, self._paused)
+
+    def _paused(self) -> None:
+        self._pause_timer = None
+        text = self.text
+        if text.strip() and not text.startswith("/"):
+            self.post_message(self.DraftPaused(text))
 
     def action_submit(self) -> None:
         # Enter is a priority binding: it runs before key presses already queued for this
@@ -225,17 +255,6 @@ class StatusBar(Static):
         if self.state:
             parts.append(f"[$accent]{escape(self.state)}[/]")
         return "  │  ".join(parts)
-
-
-class ConversationItem(ListItem):
-    """A conversation in the sidebar."""
-
-    def __init__(
-        self, conv_id: str, title: str, *, pinned: bool, incognito: bool = False, **kw
-    ) -> None:
-        mark = "📌 " if pinned else ("🕶 " if incognito else "")
-        super().__init__(Static(f"{mark}{escape(title)}"), **kw)
-        self.conv_id = conv_id
 
 
 class Banner(Static):

@@ -10,10 +10,9 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from storage.crypto import KdfParams  # noqa: E402
-from storage.vault import Vault  # noqa: E402
+from bastion.storage.crypto import KdfParams
+from bastion.storage.vault import Vault
 
 PASSPHRASE = "golden vault passphrase v1"
 

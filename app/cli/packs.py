@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app import pack_chat, packs
-from app.cli_common import (
+from bastion.app import pack_library, packs, paths
+from bastion.app.cli.common import (
     EXIT_ERROR,
     UsageError,
     add_decryption_args,
@@ -20,11 +20,10 @@ from app.cli_common import (
     encryption,
     open_vault,
     read_export,
-    vault_dir,
 )
-from app.packs import Pack, PackError
-from storage import export as export_fmt
-from storage.files import atomic_write
+from bastion.app.packs import Pack, PackError
+from bastion.storage import export as export_fmt
+from bastion.storage.files import atomic_write
 
 
 def _summary(pack: Pack) -> dict[str, Any]:
@@ -53,7 +52,7 @@ def _summary(pack: Pack) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    if not (vault_dir() / "vault.hdr").exists():
+    if not paths.vault_exists():
         rows = [
             (p.id, p.version, "built-in", p.name) for p in map(packs.builtin, packs.builtin_ids())
         ]
@@ -63,10 +62,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
     else:
         with open_vault(args) as vault:
-            pack_chat.install_builtins(vault.store)
+            pack_library.install_builtins(vault.store)
             rows = [
                 (i.pack.id, i.pack.version, i.trust_text, i.pack.name)
-                for i in pack_chat.installed(vault.store)
+                for i in pack_library.installed(vault.store)
             ]
     if args.json:
         print(
@@ -83,11 +82,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _installed(args: argparse.Namespace, pack_id: str) -> tuple[Pack, str]:
-    if not (vault_dir() / "vault.hdr").exists():
+    if not paths.vault_exists():
         return packs.builtin(pack_id), "built-in"
     with open_vault(args) as vault:
-        pack_chat.install_builtins(vault.store)
-        found = pack_chat.get(vault.store, pack_id)
+        pack_library.install_builtins(vault.store)
+        found = pack_library.get(vault.store, pack_id)
         return found.pack, found.trust_text
 
 
@@ -157,14 +156,14 @@ def _load_for_import(args: argparse.Namespace, vault: Any) -> Pack:
 
 def cmd_import(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
-        pack_chat.install_builtins(vault.store)
+        pack_library.install_builtins(vault.store)
         pack = _load_for_import(args, vault)
-        plan = pack_chat.plan_import(vault.store, pack)
+        plan = pack_library.plan_import(vault.store, pack)
         print(f"bastion: {plan.describe()}", file=sys.stderr)
         if plan.needs_confirmation and not args.yes and not confirm("Replace the installed pack?"):
             print("bastion: import cancelled; nothing changed", file=sys.stderr)
             return EXIT_ERROR
-        pack_chat.apply_import(vault.store, plan)
+        pack_library.apply_import(vault.store, plan)
     print(f"bastion: imported pack {pack.id} {pack.version}", file=sys.stderr)
     return 0
 
@@ -177,8 +176,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     recipients = [export_fmt.parse_recipient(r) for r in args.recipient or []]
     with open_vault(args) as vault:
-        pack_chat.install_builtins(vault.store)
-        text = pack_chat.get(vault.store, args.id).pack.to_toml()
+        pack_library.install_builtins(vault.store)
+        text = pack_library.get(vault.store, args.id).pack.to_toml()
         if args.plain:
             atomic_write(Path(args.out), text.encode())
         else:
@@ -236,23 +235,23 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def cmd_trust(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         if args.list:
-            for key, name in pack_chat.trusted_keys(vault.store).items():
+            for key, name in pack_library.trusted_keys(vault.store).items():
                 print(f"{key}  {name}")
             return 0
         if not args.key:
             raise UsageError("bastion packs trust: give a public key (ed25519:...) or --list")
         if args.remove:
-            pack_chat.untrust_key(vault.store, args.key)
+            pack_library.untrust_key(vault.store, args.key)
             print("bastion: key no longer trusted", file=sys.stderr)
             return 0
         if not args.name:
             raise UsageError("bastion packs trust: give --name for the key's owner")
-        pack_chat.trust_key(vault.store, args.key, args.name)
+        pack_library.trust_key(vault.store, args.key, args.name)
     print(f"bastion: packs signed by this key now show as verified by {args.name}", file=sys.stderr)
     return 0
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     """Register ``packs`` and its actions on the main parser's subparsers."""
     p = sub.add_parser("packs", help="domain packs: list, show, import, export, sign, trust")
     psub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(p))

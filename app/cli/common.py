@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from app import paths, transfer
-from app.secrets_input import read_passphrase
-from storage import crypto
-from storage import export as export_fmt
-from storage.export import ExportError
-from storage.vault import Vault, VaultMissingError
+from bastion.app import paths, transfer
+from bastion.app.secrets_input import read_passphrase
+from bastion.storage import crypto
+from bastion.storage import export as export_fmt
+from bastion.storage.export import ExportError
+from bastion.storage.vault import Vault, VaultMissingError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -25,9 +25,12 @@ class UsageError(Exception):
     """A bad option or argument."""
 
 
-def printable(text: str) -> str:
-    """One line: control characters (newlines from user input included) shown escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """Text safe for a terminal: control characters (newlines too, unless
+    ``keep_newlines``) shown escaped, never emitted."""
+    return "".join(
+        c if c.isprintable() or (keep_newlines and c == "\n") else repr(c)[1:-1] for c in text
+    )
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,14 +38,10 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(printable(f"{self.prog}: {message} (see --help)"))
 
 
-def vault_dir() -> Path:
-    return paths.data_dir() / "vault"
-
-
 @contextlib.contextmanager
 def open_vault(args: argparse.Namespace) -> Iterator[Vault]:
-    folder = vault_dir()
-    if not (folder / "vault.hdr").exists():
+    folder = paths.vault_dir()
+    if not paths.vault_exists(folder):
         raise VaultMissingError(f"no vault in {folder}; create one with `bastion init`")
     pw = read_passphrase(fd=getattr(args, "passphrase_fd", None))
     try:

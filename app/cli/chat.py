@@ -1,0 +1,212 @@
+"""Models and answers: ``models`` and ``ask``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bastion.app import model_choice, pack_library, paths, turn
+from bastion.app.cli.common import (
+    EXIT_ERROR,
+    UsageError,
+    add_passphrase_fd,
+    open_vault,
+    printable,
+)
+from bastion.app.packs import Pack
+from bastion.app.session import ChatSession, PackContextError
+from bastion.models.engine import TurnStats
+from bastion.models.settings import SamplingSettings
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+# -- models
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    found = model_choice.find_models(Path(args.model) if args.model else None)
+    if args.json:
+        print(json.dumps([m.model_dump(mode="json", exclude={"chat_template"}) for m in found]))
+        return 0
+    rows = [("NAME", "SOURCE", "SIZE", "PARAMS", "QUANT", "CONTEXT", "STATUS")]
+    for m in found:
+        rows.append(
+            (
+                m.name,
+                m.source.value,
+                _human_size(m.file_size),
+                m.parameters or "?",
+                m.quantization or "?",
+                str(m.context_length or "?"),
+                "usable" if m.usable else f"unusable: {m.reason}",
+            )
+        )
+    if len(rows) == 1:
+        print("no models found; the embedded one is installed by `make run`", file=sys.stderr)
+        return EXIT_ERROR
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    return 0
+
+
+# -- ask
+
+
+def _sampling(args: argparse.Namespace, base: SamplingSettings | None = None) -> SamplingSettings:
+    values = {
+        k: v
+        for k, v in {
+            "max_tokens": args.max_tokens,
+            "temperature": args.temperature,
+            "seed": args.seed,
+        }.items()
+        if v is not None
+    }
+    try:
+        return SamplingSettings(**{**(base.model_dump() if base else {}), **values})
+    except ValueError as exc:
+        raise UsageError(f"bastion ask: {_first_error(exc)}") from None
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = ".".join(str(x) for x in first.get("loc", ()))
+        return f"{loc.replace('_', '-')}: {first.get('msg')}"
+    return str(exc)
+
+
+def format_stats(stats: TurnStats) -> str:
+    line = (
+        f"[stats] prompt {stats.prompt_tokens} tokens ({stats.prompt_tokens_evaluated} "
+        f"evaluated), {stats.generated_tokens} generated, first token "
+        f"{stats.time_to_first_token_s:.2f} s, {stats.decode_tokens_per_s:.1f} tok/s, "
+        f"stop: {stats.stop_reason.value}, context {stats.context_used}/{stats.context_size}"
+    )
+    if stats.dropped_messages:
+        line += f", left out {len(stats.dropped_messages)} older messages"
+    return line
+
+
+def _question(args: argparse.Namespace, pack: Pack | None) -> tuple[str, str | None]:
+    """The question, and for a template the text to search the references with (its values)."""
+    if args.template:
+        if pack is None:
+            raise UsageError("bastion ask: --template needs --pack")
+        values = {}
+        for item in args.var or []:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise UsageError(f"bastion ask: --var {item!r} is not NAME=VALUE")
+            values[name.strip()] = value
+        return pack.template(args.template).render(values), " ".join(values.values())
+    if args.question is None:
+        raise UsageError("bastion ask: give a question (or --template with --pack)")
+    question = sys.stdin.read() if args.question == "-" else args.question
+    if not question.strip():
+        raise UsageError("bastion ask: the question is empty")
+    return question, None
+
+
+def _session(args: argparse.Namespace, stack: contextlib.ExitStack) -> ChatSession:
+    """The session the answer goes through: on the vault when saving or continuing (or for a
+    pack, if a vault exists, for imported packs), else in memory only (nothing written)."""
+    if args.save or args.cont or (args.pack and paths.vault_exists()):
+        return ChatSession.over(stack.enter_context(open_vault(args)))
+    return ChatSession.ephemeral()
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as stack:
+        session = _session(args, stack)
+        session.preferred_model = args.model
+        session.system = args.system
+        saving = bool(args.save or args.cont)
+        if args.cont:
+            conv = session.store.find_conversation(args.cont)
+            if conv.pack_id and args.pack and args.pack != conv.pack_id:
+                raise UsageError(f"bastion ask: that conversation uses pack {conv.pack_id}")
+            session.open(conv.id)
+            pack_id = args.pack or conv.pack_id
+            if session.pack is None and pack_id:
+                session.pack = pack_library.get(session.store, pack_id).pack
+        else:
+            session.new_conversation(incognito=not saving, pack_id=args.pack)
+        question, lookup = _question(args, session.pack)
+        session.sampling_override = _sampling(args, session.sampling())
+        pending = session.send(question, lookup)
+        for notice in pending.notices:
+            if notice.action == "caution":
+                print(f"[caution] {printable(notice.message, keep_newlines=True)}\n")
+        try:
+            gen = session.generate(pending)
+        except PackContextError as exc:
+            raise UsageError(f"bastion ask: {exc}") from None
+        pieces = []
+        try:
+            for piece in gen:
+                pieces.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pending.cancel.set()
+        sys.stdout.write("\n")
+        answer = session.finish(pending, "".join(pieces))
+        if answer.meta.sources:
+            print(f"\nSources: {printable(turn.sources_line(answer.meta.sources))}")
+        for notice in answer.meta.safety:
+            if notice.stage == "output":
+                print(f"\n[caution] {printable(notice.message, keep_newlines=True)}")
+        sys.stdout.flush()
+        if pending.response is None:
+            if args.stats:
+                print(format_stats(gen.stats), file=sys.stderr)
+            elif gen.stats.dropped_messages:
+                print(
+                    f"bastion: {len(gen.stats.dropped_messages)} older messages did not fit the "
+                    "context and were left out",
+                    file=sys.stderr,
+                )
+        if saving and session.conversation is not None:
+            print(f"bastion: saved in conversation {session.conversation.id}", file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Register this family's commands."""
+    p = sub.add_parser("models", help="list the models found on this machine")
+    p.add_argument("--model", metavar="PATH", help="also describe this GGUF file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("ask", help="ask one question; the answer streams to stdout")
+    p.add_argument("question", nargs="?", help="the question, or - to read it from stdin")
+    p.add_argument("--model", metavar="NAME|PATH", help="model name (see `models`) or GGUF path")
+    p.add_argument("--system", metavar="TEXT", help="system prompt")
+    p.add_argument("--pack", metavar="ID", help="answer with a domain pack (see `packs list`)")
+    p.add_argument("--template", metavar="ID", help="use a template of the pack")
+    p.add_argument("--var", action="append", metavar="NAME=VALUE", help="a template variable")
+    p.add_argument("--max-tokens", type=int, metavar="N")
+    p.add_argument("--temperature", type=float, metavar="T")
+    p.add_argument("--seed", type=int, metavar="N")
+    p.add_argument("--stats", action="store_true", help="print generation statistics to stderr")
+    p.add_argument("--save", action="store_true", help="save the exchange in the vault")
+    p.add_argument(
+        "--continue", dest="cont", metavar="ID", help="continue a saved conversation (saves)"
+    )
+    add_passphrase_fd(p)
+    p.set_defaults(func=cmd_ask)

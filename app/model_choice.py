@@ -1,0 +1,66 @@
+"""Choosing and loading a model: discovery, names and paths, one engine in memory at a time."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from pathlib import Path
+
+from bastion.app import paths
+from bastion.models.discovery import HashCache, ModelInfo, choose, discover
+from bastion.models.engine import Engine
+from bastion.models.settings import LoadSettings
+
+
+def find_models(explicit: Path | None = None) -> list[ModelInfo]:
+    """All models on this machine (explicit path, user folder, embedded, other tools)."""
+    return discover(explicit, paths.models_dir())
+
+
+def pick_model(model: str | None = None) -> ModelInfo:
+    """A model by path or name, or the best available one.
+
+    Raises:
+        NoModelError: nothing usable matches.
+    """
+    explicit = Path(model) if model and (Path(model).exists() or "/" in model) else None
+    found = find_models(explicit)
+    if explicit is not None:
+        return choose(found, str(explicit))
+    return choose(found, model)
+
+
+def model_sha256(info: ModelInfo) -> str:
+    return info.sha256(HashCache(paths.cache_dir() / "model-hashes.json"))
+
+
+_engines: dict[tuple[Path, str], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def close_engines() -> None:
+    """Free every loaded model (at exit: llama-cpp-python's own finaliser fails then)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.close()
+        _engines.clear()
+
+
+atexit.register(close_engines)
+
+
+def load_engine(info: ModelInfo, load: LoadSettings | None = None) -> Engine:
+    """The engine for ``info``, loaded once per process and load settings (blocking)."""
+    load = load or LoadSettings()
+    key = (info.path.resolve(), load.model_dump_json())
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            # One model in memory at a time: a second llama.cpp instance would fight the
+            # first for the same cores (two instances on 2 cores collapsed decode below 1 tok/s).
+            for old in list(_engines.values()):
+                old.close()
+            _engines.clear()
+            engine = Engine(info.path, load, chat_template=info.chat_template)
+            _engines[key] = engine
+        return engine

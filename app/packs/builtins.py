@@ -1,0 +1,28 @@
+"""The packs shipped with Bastion."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from bastion.app.packs.base import PackError
+from bastion.app.packs.format import Pack
+from bastion.app.packs.loader import load
+
+BUILTIN_SIGNER = "built-in"
+
+
+def builtin_ids() -> list[str]:
+    root = resources.files("bastion.app") / "builtin_packs"
+    return sorted(p.name for p in root.iterdir() if (p / "pack.toml").is_file())
+
+
+def builtin_path(pack_id: str) -> Path:
+    return Path(str(resources.files("bastion.app") / "builtin_packs" / pack_id))
+
+
+def builtin(pack_id: str) -> Pack:
+    """A pack shipped with Bastion (validated like any other)."""
+    if pack_id not in builtin_ids():
+        raise PackError([f"no built-in pack {pack_id!r}"])
+    return load(builtin_path(pack_id))

@@ -1,0 +1,376 @@
+"""A chat turn: one pipeline with named stages, shared by the app and ``bastion ask``.
+
+    question ─► 1 safety ─► 2 sources ─► (save question) ─► 3 prompt ─► 4 generation
+             ─► 5 answer checks ─► (save answer)
+
+1. :func:`check_question`: the pack's input rules. A ``respond`` rule's fixed message *is* the
+   answer; the model is neither chosen nor loaded (so it shows even when no model can load).
+2. :func:`find_sources`: passages to ground the answer (a pack's references; documents are the
+   next source and plug in here), within a token budget, numbered as the model sees them.
+3. :func:`prompt_messages`: what the model sees: the pack's fixed prefix, the shown branch with
+   each question carrying the sources it was sent with (so history renders token-identically
+   and the KV cache is reused), without questions a rule answered.
+4. Generation is the engine's (:meth:`bastion.models.engine.Engine.chat`).
+5. :func:`check_answer`: the pack's output rules on the finished answer.
+
+:class:`bastion.app.session.ChatSession` runs the stages in this order and saves the question
+(before generation: an acknowledged message is never lost) and the answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from bastion.app.packs import Pack
+from bastion.models.engine import ChatMessage, Engine
+from bastion.storage.schema import Message, MessageMeta, SafetyNotice, SourceRef
+from bastion.storage.store import Store
+
+MAX_SOURCES = 3
+SOURCE_TOKEN_BUDGET = 240
+"""Most tokens the sources of one turn may take (a tenth of a small context at most)."""
+
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "also",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "cannot",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "get",
+        "gets",
+        "got",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "herself",
+        "him",
+        "himself",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "like",
+        "me",
+        "might",
+        "more",
+        "most",
+        "must",
+        "my",
+        "myself",
+        "need",
+        "no",
+        "nor",
+        "not",
+        "now",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "ought",
+        "our",
+        "ours",
+        "ourselves",
+        "out",
+        "over",
+        "own",
+        "please",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "tell",
+        "than",
+        "that",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "themselves",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "want",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+        "know",
+        "make",
+        "use",
+        "used",
+        "using",
+        "thing",
+        "things",
+        "way",
+        "really",
+        "much",
+        "many",
+        "well",
+        "still",
+        "yes",
+        "okay",
+        "ok",
+        "hi",
+        "hello",
+        "thanks",
+        "thank",
+        "one",
+        "two",
+    ]
+)
+
+
+# -- 1. safety on the question --------------------------------------------------------------
+
+
+def notices_for(pack: Pack, text: str, stage: str) -> list[SafetyNotice]:
+    """The rules of ``pack`` for ``stage`` (``input`` or ``output``) that fire on ``text``,
+    ``respond`` rules first."""
+    assert stage in ("input", "output")
+    return [
+        SafetyNotice(rule=r.id, stage=stage, action=r.action, message=r.message)
+        for r in pack.check(text, "input" if stage == "input" else "output")
+    ]
+
+
+def fixed_response(notices: Sequence[SafetyNotice]) -> str | None:
+    """The answer a ``respond`` rule gives instead of the model, if one fired."""
+    return next((n.message for n in notices if n.action == "respond"), None)
+
+
+# -- 2. sources -----------------------------------------------------------------------------
+
+
+def search_terms(question: str, limit: int = 12) -> list[str]:
+    """The words of ``question`` worth looking up in the references."""
+    seen: list[str] = []
+    for word in re.findall(r"[^\W_]+", question.casefold()):
+        if len(word) < 3 or word in _STOPWORDS or word.isdigit() or word in seen:
+            continue
+        seen.append(word)
+    return seen[:limit]
+
+
+def find_sources(
+    store: Store,
+    pack: Pack,
+    question: str,
+    count_tokens: Callable[[str], int],
+    budget: int = SOURCE_TOKEN_BUDGET,
+) -> list[SourceRef]:
+    """The best reference passages for ``question`` that fit in ``budget`` tokens, numbered."""
+    found = store.pack_sources(pack.id, search_terms(question), limit=MAX_SOURCES)
+    chosen: list[SourceRef] = []
+    used = 0
+    for chunk in found:
+        cost = count_tokens(chunk.text) + 8
+        if used + cost > budget:
+            break
+        chosen.append(
+            SourceRef(
+                n=len(chosen) + 1,
+                ref_id=chunk.ref_id,
+                title=chunk.title,
+                source=chunk.source,
+                text=chunk.text,
+            )
+        )
+        used += cost
+    return chosen
+
+
+@dataclass
+class CheckedQuestion:
+    """A user message after stages 1 and 2."""
+
+    meta: MessageMeta = field(default_factory=MessageMeta)
+    """Stored with the question: the rules that fired and the sources it is sent with."""
+
+    @property
+    def response(self) -> str | None:
+        """A ``respond`` rule's fixed answer: when set, the model is not asked."""
+        return fixed_response(self.meta.safety)
+
+
+def check_question(
+    store: Store | None,
+    pack: Pack | None,
+    question: str,
+    count_tokens: Callable[[str], int],
+    lookup: str | None = None,
+) -> CheckedQuestion:
+    """Stages 1 and 2: the input rules, then the sources (unless a rule answered).
+
+    ``lookup`` is what the references are searched with (default: the question); for a
+    template, its values, so that the template's own wording does not pick the sources."""
+    checked = CheckedQuestion()
+    if pack is None:
+        return checked
+    checked.meta.safety = notices_for(pack, question, "input")
+    if checked.response is None and store is not None:
+        checked.meta.sources = find_sources(store, pack, lookup or question, count_tokens)
+    return checked
+
+
+# -- 3. the prompt ----------------------------------------------------------------------------
+
+
+def prefix_messages(pack: Pack) -> list[ChatMessage]:
+    """The fixed start of every conversation with ``pack``: system prompt, then examples."""
+    out = [ChatMessage(role="system", content=pack.system_prompt.strip(), pinned=True)]
+    for ex in pack.examples:
+        out.append(ChatMessage(role="user", content=ex.user.strip(), pinned=True))
+        out.append(ChatMessage(role="assistant", content=ex.assistant.strip(), pinned=True))
+    return out
+
+
+def with_sources(question: str, sources: Sequence[SourceRef]) -> str:
+    """The user's message as the model sees it when sources were found."""
+    lines = ["Sources:"]
+    lines += [f"[{s.n}] {s.text or ''}" for s in sources]
+    lines += ["", f"Question: {question}"]
+    return "\n".join(lines)
+
+
+def prompt_messages(
+    pack: Pack | None, history: Sequence[Message], system: str | None = None
+) -> list[ChatMessage]:
+    """Stage 3: what the model sees for the shown branch ``history`` (ending with the
+    question).
+
+    With a pack: its prefix, then the branch without stored system messages. Without one: the
+    ``system`` prompt if given (replacing stored system messages), else the stored ones. Each
+    question carries the sources it was sent with; a question a ``respond`` rule answered, and
+    that answer, are left out (the model never saw them)."""
+    if pack is not None:
+        out = prefix_messages(pack)
+    elif system:
+        out = [ChatMessage(role="system", content=system, pinned=True)]
+    else:
+        out = []
+    for m in history:
+        if m.role == "system" and (pack is not None or system):
+            continue
+        if m.role == "assistant" and m.meta.fixed_response:
+            if out and out[-1].role == "user" and not out[-1].pinned:
+                out.pop()  # the question the rule answered: the model never saw it
+            continue
+        content = m.content
+        if m.role == "user" and m.meta.sources:
+            content = with_sources(m.content, m.meta.sources)
+        out.append(ChatMessage(role=m.role, content=content, pinned=m.pinned, id=m.id))
+    return out
+
+
+def unsaved_question(question: str, meta: MessageMeta | None = None) -> Message:
+    """A question as a message that is not stored: for building a prompt ahead of time."""
+    return Message(
+        id="pending",
+        conversation_id="pending",
+        parent_id=None,
+        role="user",
+        content=question,
+        created=datetime.now(UTC),
+        meta=meta or MessageMeta(),
+    )
+
+
+def warm(engine: Engine, pack: Pack) -> tuple[int, float]:
+    """Keep the KV state of the pack's fixed prefix in the engine (blocking)."""
+    return engine.remember_prefix(prefix_messages(pack))
+
+
+# -- 5. checks on the answer ----------------------------------------------------------------
+
+
+def check_answer(pack: Pack | None, answer: str) -> list[SafetyNotice]:
+    """Stage 5: the output rules that fire on a finished answer."""
+    return notices_for(pack, answer, "output") if pack is not None else []
+
+
+def sources_line(sources: Sequence[SourceRef]) -> str:
+    """``[1, 2] Title; [3] Other title`` for showing under an answer."""
+    by_title: dict[str, list[str]] = {}
+    for s in sources:
+        by_title.setdefault(s.title, []).append(str(s.n))
+    return "; ".join(f"[{', '.join(ns)}] {title}" for title, ns in by_title.items())
