@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 def _default_threads() -> int:
     # llama-cpp-python's own default is cpu_count() // 2, which is 1 on a 2-core laptop and
-    # costs ~40% of decode speed (../shared/FINDINGS.md). Use every core the process may use.
+    # costs ~40% of decode speed. Use every core the process may use.
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
