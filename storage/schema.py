@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 
 class Conversation(BaseModel):
@@ -115,6 +122,11 @@ class Message(BaseModel):
     @classmethod
     def _lenient_meta(cls, value: Any) -> MessageMeta:
         return MessageMeta.read(value)
+
+    @field_serializer("meta")
+    def _compact_meta(self, meta: MessageMeta) -> dict[str, Any] | None:
+        """Dumped as stored: only what differs from the defaults (None when nothing)."""
+        return meta.stored()
 
 
 class SearchHit(BaseModel):

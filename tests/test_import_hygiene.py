@@ -58,9 +58,7 @@ def test_distribution_installs_one_top_level_name() -> None:
     dist = importlib.metadata.distribution("bastion")
     files = [str(f) for f in dist.files or []]
     # An editable install lists a .pth (or finder) instead of the package files.
-    names = {
-        f.split("/")[0] for f in files if not f.startswith(("bastion-", "__editable__", ".."))
-    }
+    names = {f.split("/")[0] for f in files if not f.startswith(("bastion-", "__editable__", ".."))}
     names = {n.removesuffix(".py") for n in names if not n.endswith(".pth")}
     top_level = importlib.metadata.packages_distributions()
     mine = sorted(name for name, dists in top_level.items() if "bastion" in dists)
@@ -71,7 +69,17 @@ def test_distribution_installs_one_top_level_name() -> None:
 @pytest.mark.parametrize("old", ["app", "models", "storage", "tui"])
 def test_old_top_level_names_are_gone(old: str, tmp_path: Path) -> None:
     """Outside the checkout, `import app` (or models, storage, tui) fails; bastion.X works."""
-    code = f"import bastion.{old}\ntry:\n    import {old}\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('{old} importable')"
+    code = "\n".join(
+        [
+            f"import bastion.{old}",
+            "try:",
+            f"    import {old}",
+            "except ImportError:",
+            "    pass",
+            "else:",
+            f"    raise SystemExit('{old} importable')",
+        ]
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
     )

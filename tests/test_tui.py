@@ -160,8 +160,8 @@ async def test_escape_stops_long_answer(vault_with_settings: Path) -> None:
         await settle(pilot, app)
         last = app.session.thread[-1]
         assert last.role == "assistant"
-        assert last.stats and last.stats["stop_reason"] == "cancelled"
-        assert last.stats["generated_tokens"] < 600
+        assert last.meta.stop_reason == "cancelled"
+        assert last.meta.generated_tokens < 600
         box = list(app.screen.query(MessageBox))[-1]
         assert "stopped" in str(box.query_one(".message-header").render())
 
@@ -301,7 +301,7 @@ async def test_medical_pack_disclaimer_red_flag_sources_and_template(
         answer = app.session.thread[-1]
         rule = next(r for r in medical.safety if r.id == "chest-pain")
         assert answer.content == rule.message
-        assert answer.stats == {
+        assert answer.meta.stored() == {
             "fixed_response": True,
             "safety": [
                 {
@@ -317,8 +317,8 @@ async def test_medical_pack_disclaimer_red_flag_sources_and_template(
 
         await send(pilot, app, "What is the maximum daily dose of paracetamol?")
         answer = app.session.thread[-1]
-        assert answer.stats and answer.stats["generated_tokens"] > 0
-        assert answer.stats["sources"][0]["ref_id"] == "paracetamol"
+        assert answer.meta.generated_tokens > 0
+        assert answer.meta.sources[0].ref_id == "paracetamol"
         box = list(screen.query(MessageBox))[-1]
         assert "Sources: [1" in str(box.query_one(".message-sources").render())
         assert "About doses" in str(box.query_one(".safety-notes").render())
@@ -379,5 +379,5 @@ async def test_pack_sources_are_prepared_while_typing(vault_with_settings: Path)
         await pilot.pause(0.1)
         await settle(pilot, app)
         answer = app.session.thread[-1]
-        assert answer.stats and answer.stats["sources"]
-        assert answer.stats["prompt_tokens_evaluated"] < 40, answer.stats
+        assert answer.meta.sources
+        assert answer.meta.prompt_tokens_evaluated < 40, answer.meta

@@ -49,7 +49,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     json.dumps(
                         {
                             "conversation": conv.model_dump(mode="json"),
-                            "messages": [m.model_dump(mode="json") for m in msgs],
+                            "messages": [m.model_dump(mode="json", by_alias=True) for m in msgs],
                         }
                     )
                 )
