@@ -7,6 +7,7 @@ Incognito conversations live only in this object's memory and are never written.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -18,13 +19,21 @@ from bastion.app.pack_library import InstalledPack
 from bastion.app.packs import Pack
 from bastion.app.settings import AppSettings
 from bastion.models.discovery import ModelInfo
-from bastion.models.engine import ChatMessage, Engine, Generation, StopReason, TurnStats
+from bastion.models.engine import (
+    ChatMessage,
+    Engine,
+    Generation,
+    PrefillProgress,
+    StopReason,
+    TurnStats,
+)
 from bastion.models.settings import SamplingSettings
 from bastion.storage import crypto
 from bastion.storage import export as export_fmt
 from bastion.storage.crypto import KdfParams, UnlockError
 from bastion.storage.schema import (
     Conversation,
+    KvState,
     Message,
     MessageMeta,
     SafetyNotice,
@@ -428,6 +437,46 @@ class ChatSession:
         self.thread = self.store.thread(self.conversation.id)
         return msg
 
+    def _warm_pack(self, engine: Engine, pack: Pack) -> float:
+        """Make sure the engine holds the KV state of the pack's fixed prefix: already in
+        memory, else saved in the vault by an earlier run, else computed now (and saved in the
+        vault for the next run). Returns the seconds spent computing it (0 when restored)."""
+        messages = turn.prefix_messages(pack)
+        tokens = engine.fixed_prefix(messages)
+        if engine.saved_prefix(tokens) is not None:
+            return 0.0
+        key = self._kv_key(engine, pack, tokens)
+        saved = self.store.get_kv_state(key) if key else None
+        if saved is not None and saved.tokens == tokens:
+            engine.load_prefix(tokens, saved.state)
+            return 0.0
+        _, seconds = engine.remember_prefix(messages)
+        state = engine.saved_prefix(tokens)
+        if key and state is not None and self.model is not None:
+            self.store.save_kv_state(
+                KvState(
+                    key=key,
+                    model_sha256=model_choice.model_sha256(self.model),
+                    pack_id=pack.id,
+                    pack_version=pack.version,
+                    tokens=tokens,
+                    state=state,
+                    created=datetime.now(UTC),
+                )
+            )
+        return seconds
+
+    def _kv_key(self, engine: Engine, pack: Pack, tokens: list[int]) -> str | None:
+        """Where the pack prefix's state is kept in the vault (None: not kept, e.g. the model
+        is unknown)."""
+        if self.model is None or self._memory is not None:
+            return None
+        digest = hashlib.sha256()
+        for part in (model_choice.model_sha256(self.model), engine.state_key(), pack.id):
+            digest.update(part.encode() + b"\0")
+        digest.update(",".join(map(str, tokens)).encode())
+        return digest.hexdigest()
+
     def _count_tokens(self, text: str) -> int:
         if self.engine is not None:
             return len(self.engine.tokenize(text))
@@ -452,7 +501,7 @@ class ChatSession:
             return 0
         if len(draft.strip()) < 8:
             return 0
-        turn.warm(self.engine, self.pack)
+        self._warm_pack(self.engine, self.pack)
         checked = self._checked(draft)
         if checked.response is not None or not checked.meta.sources:
             return 0
@@ -490,7 +539,7 @@ class ChatSession:
         self.thread = upto
         return self._pending(upto)
 
-    def generate(self, pending: PendingTurn) -> Generation:
+    def generate(self, pending: PendingTurn, progress: PrefillProgress | None = None) -> Generation:
         """Stage 4: start the answer (blocking until the context is fitted); iterate it for
         text.
 
@@ -511,8 +560,10 @@ class ChatSession:
                     f"pack {self.pack.id} needs a context of {self.pack.min_context} tokens; "
                     f"the model is loaded with {engine.n_ctx}"
                 )
-            _, pending.prefix_s = turn.warm(engine, self.pack)
-        pending.generation = engine.chat(pending.messages, self.sampling(), cancel=pending.cancel)
+            pending.prefix_s = self._warm_pack(engine, self.pack)
+        pending.generation = engine.chat(
+            pending.messages, self.sampling(), cancel=pending.cancel, progress=progress
+        )
         return pending.generation
 
     def finish(self, pending: PendingTurn, text: str) -> Message:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bastion.app.packs import Pack
-from bastion.models.engine import ChatMessage, Engine
+from bastion.models.engine import ChatMessage
 from bastion.storage.schema import Message, MessageMeta, SafetyNotice, SourceRef
 from bastion.storage.store import Store
 
@@ -353,11 +353,6 @@ def unsaved_question(question: str, meta: MessageMeta | None = None) -> Message:
         created=datetime.now(UTC),
         meta=meta or MessageMeta(),
     )
-
-
-def warm(engine: Engine, pack: Pack) -> tuple[int, float]:
-    """Keep the KV state of the pack's fixed prefix in the engine (blocking)."""
-    return engine.remember_prefix(prefix_messages(pack))
 
 
 # -- 5. checks on the answer ----------------------------------------------------------------

@@ -103,6 +103,41 @@ def chat_ttft(engine: Engine, reuse: bool) -> list[float]:
     return ttft
 
 
+def _long_chat(topic: str) -> list[ChatMessage]:
+    text = " ".join(
+        f"Note {i}: the {topic} ledger for week {i} lists {i * 7 % 31} entries." for i in range(95)
+    )
+    return [
+        ChatMessage(role="system", content="You are a concise, friendly guide."),
+        ChatMessage(role="user", content=f"Here are my notes. {text} Summarise them."),
+    ]
+
+
+def switch_rounds(engine: Engine, rounds: int) -> tuple[list[float], list[float], int]:
+    """Time to first token of the next turn of a ~1,500-token conversation: continued at
+    once, and after switching to another long conversation and back (its KV state kept in
+    memory). Alternating rounds."""
+    greedy = SamplingSettings(temperature=0.0, max_tokens=24, seed=1)
+    cont, back = [], []
+    size = 0
+    for r in range(rounds):
+        for mode in ("continue", "switch") if r % 2 == 0 else ("switch", "continue"):
+            engine.clear_cache()
+            chat = _long_chat(f"harbour {r} {mode}")
+            answer = engine.chat(chat, greedy).text()
+            chat += [
+                ChatMessage(role="assistant", content=answer),
+                ChatMessage(role="user", content="Which week had the most entries?"),
+            ]
+            if mode == "switch":
+                engine.chat(_long_chat(f"orchard {r}"), greedy).text()
+            gen = engine.chat(chat, greedy)
+            gen.text()
+            size = gen.stats.prompt_tokens
+            (cont if mode == "continue" else back).append(gen.stats.time_to_first_token_s)
+    return cont, back, size
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
@@ -131,6 +166,8 @@ def main() -> None:
                 raw_tg.append(tg)
     with_reuse = chat_ttft(engine, reuse=True)
     without = chat_ttft(engine, reuse=False)
+    cont, back, convo_tokens = switch_rounds(engine, max(4, args.rounds))
+    ratios = [b / c for b, c in zip(back, cont, strict=True)]
 
     med = statistics.median
     result = {
@@ -151,6 +188,11 @@ def main() -> None:
         "no_reuse_ttft_turn1_s": round(without[0], 3),
         "no_reuse_ttft_turn5_s": round(without[4], 3),
         "no_reuse_ttft_turn10_s": round(without[9], 3),
+        "switch_conversation_tokens": convo_tokens,
+        "continue_ttft_s": round(med(cont), 3),
+        "switch_back_ttft_s": round(med(back), 3),
+        "switch_back_over_continue": round(med(ratios), 2),
+        "switch_back_over_continue_per_pair": [round(x, 2) for x in ratios],
     }
     print(f"model {path.name}, {load.n_threads} threads, n_ctx {load.n_ctx}, {args.rounds} rounds")
     print(f"{'':24}{'raw llama.cpp':>15}{'Bastion':>12}{'ratio':>8}")
@@ -165,6 +207,11 @@ def main() -> None:
     print(f"\n{'time to first token':24}{'turn 1':>10}{'turn 5':>10}{'turn 10':>10}")
     print(f"{'with KV reuse':24}" + "".join(f"{with_reuse[i]:>10.3f}" for i in (0, 4, 9)))
     print(f"{'cache cleared each turn':24}" + "".join(f"{without[i]:>10.3f}" for i in (0, 4, 9)))
+    print(
+        f"\nnext turn of a {convo_tokens}-token conversation: continued {result['continue_ttft_s']}"
+        f" s, after switching away and back {result['switch_back_ttft_s']} s "
+        f"(ratio {result['switch_back_over_continue']})"
+    )
     print(json.dumps(result))
     engine.close()
 

@@ -82,21 +82,26 @@ async def _unlock(pilot, app) -> None:
     await pilot.pause(0.1)
 
 
-class Finished:
-    """A message hook that notes when an answer has been rendered and saved."""
+class Recorder:
+    """A message hook: when answers finish, and when visible updates arrive."""
 
     def __init__(self) -> None:
-        self.count = 0
         self.event: asyncio.Event | None = None
+        self.updates: list[float] = []
 
     def __call__(self, message: object) -> None:
-        if isinstance(message, ChatScreen.GenerationFinished):
-            self.count += 1
-            if self.event is not None:
-                self.event.set()
+        if isinstance(message, ChatScreen.Streamed):
+            self.updates.append(time.perf_counter())
+        elif isinstance(message, ChatScreen.GenerationFinished) and self.event is not None:
+            self.event.set()
+
+    def updates_per_s(self) -> float:
+        """Visible updates per second while the answer was written (first to last)."""
+        u = self.updates
+        return (len(u) - 1) / (u[-1] - u[0]) if len(u) > 2 and u[-1] > u[0] else 0.0
 
 
-async def _send_and_wait(pilot, app, text: str, finished: Finished) -> float:
+async def _send_and_wait(pilot, app, text: str, recorder: Recorder) -> float:
     """Send ``text``; return the seconds until the answer is complete on screen.
 
     Waits on an event, not by polling with ``pilot.pause()``: every pause forces a screen
@@ -106,10 +111,11 @@ async def _send_and_wait(pilot, app, text: str, finished: Finished) -> float:
     composer = screen.query_one("#composer")
     composer.text = text
     composer.focus()
-    finished.event = asyncio.Event()
+    recorder.event = asyncio.Event()
+    recorder.updates.clear()
     t0 = time.perf_counter()
     await pilot.press("enter")
-    await finished.event.wait()
+    await recorder.event.wait()
     while screen.generating:
         await asyncio.sleep(0.02)
     return time.perf_counter() - t0
@@ -118,44 +124,90 @@ async def _send_and_wait(pilot, app, text: str, finished: Finished) -> float:
 async def ui_absorb(data: Path, n_tokens: int) -> tuple[float, float]:
     app = BastionApp()
     clock = FrameClock()
-    finished = Finished()
-    async with app.run_test(size=(120, 40), message_hook=finished) as pilot:
+    recorder = Recorder()
+    async with app.run_test(size=(120, 40), message_hook=recorder) as pilot:
         await _unlock(pilot, app)
         app.session.engine = FakeEngine(tokens=n_tokens, text="tok ")
         app.set_interval(1 / 60, clock.tick)
         await pilot.pause(0.1)
         clock.reset()
-        seconds = await _send_and_wait(pilot, app, "stream please", finished)
+        seconds = await _send_and_wait(pilot, app, "stream please", recorder)
         worst = clock.worst
         app.session.lock()
     return n_tokens / seconds, worst
 
 
+async def _new_plain_conversation(pilot) -> None:
+    await pilot.press("ctrl+n")
+    await pilot.pause(0.2)
+    await pilot.press("enter")  # the pack picker: no pack
+    await pilot.pause(0.2)
+
+
 async def app_decode(
-    rounds_out: list[float], gens: list[int], gaps: list[float], *, clock_on: bool
+    rounds_out: list[float],
+    gens: list[int],
+    rates: list[float],
+    gaps: list[float],
+    *,
+    clock_on: bool,
 ) -> None:
     """One answer from the real model through the app. With ``clock_on``, a 60 Hz timer
-    records the worst frame gap; it wakes the event loop 60 times a second, which costs the
-    app a few percent of decode speed, so the speed ratio is measured in rounds without it."""
+    records the longest time the UI thread could not run it while the model wrote; it wakes
+    the event loop 60 times a second, which costs the app a few percent of decode speed, so
+    the speed ratio is measured in rounds without it."""
     app = BastionApp()
     clock = FrameClock()
-    finished = Finished()
-    async with app.run_test(size=(120, 40), message_hook=finished) as pilot:
+    recorder = Recorder()
+    async with app.run_test(size=(120, 40), message_hook=recorder) as pilot:
         await _unlock(pilot, app)
+        await _new_plain_conversation(pilot)
         if clock_on:
             app.set_interval(1 / 60, clock.tick)
-        await pilot.press("ctrl+n")
-        await pilot.pause(0.2)
-        await pilot.press("enter")  # the pack picker: no pack
-        await pilot.pause(0.2)
         clock.reset()
-        await _send_and_wait(pilot, app, PROMPT, finished)
+        await _send_and_wait(pilot, app, PROMPT, recorder)
         await app.workers.wait_for_complete()
-        stats = app.session.thread[-1].stats or {}
-        rounds_out.append(float(stats.get("decode_tokens_per_s", 0)))
-        gens.append(int(stats.get("generated_tokens", 0)))
+        meta = app.session.thread[-1].meta
+        rounds_out.append(meta.decode_tokens_per_s)
+        gens.append(meta.generated_tokens)
+        rates.append(recorder.updates_per_s())
         if clock_on:
             gaps.append(clock.worst)
+
+
+async def cancel_during_prefill() -> tuple[float, int, int]:
+    """Esc 0.5 s into reading a ~3,000-token prompt: milliseconds until the engine is free
+    and the status says stopped; and how far the prompt got (evaluated, total)."""
+    app = BastionApp()
+    recorder = Recorder()
+    words = " ".join(f"item{i} blue" for i in range(1250))
+    async with app.run_test(size=(120, 40), message_hook=recorder) as pilot:
+        await _unlock(pilot, app)
+        await _new_plain_conversation(pilot)
+        screen = app.screen
+        assert app.session.engine is not None
+        composer = screen.query_one("#composer")
+        composer.text = f"Summarise this list: {words}"
+        recorder.event = asyncio.Event()
+        await pilot.press("enter")
+        await asyncio.sleep(0.5)
+        t0 = time.perf_counter()
+        await pilot.press("escape")
+        from bastion.tui.widgets import StatusBar
+
+        bar = screen.query_one(StatusBar)
+        engine = app.session.engine
+        while True:
+            free = engine._lock.acquire(blocking=False)
+            if free:
+                engine._lock.release()
+            if free and bar.state == "stopped":
+                break
+            await asyncio.sleep(0.002)
+        elapsed = time.perf_counter() - t0
+        await app.workers.wait_for_complete()
+        meta = app.session.thread[-1].meta
+        return elapsed * 1000, engine.llama.n_tokens, meta.prompt_tokens
 
 
 def cli_decode(env: dict[str, str]) -> tuple[float, int]:
@@ -198,33 +250,43 @@ def main() -> None:
         absorbed, worst_fake = asyncio.run(ui_absorb(folder, 5000))
         app_rates: list[float] = []
         app_gens: list[int] = []
+        update_rates: list[float] = []
         gaps: list[float] = []
         cli_rates: list[float] = []
         cli_gens: list[int] = []
         env = dict(os.environ)
-        for _ in range(ROUNDS):
-            asyncio.run(app_decode(app_rates, app_gens, gaps, clock_on=False))
-            rate, n = cli_decode(env)
-            cli_rates.append(rate)
-            cli_gens.append(n)
+        for i in range(ROUNDS):  # alternate which goes first in each pair
+            pair = [
+                lambda: asyncio.run(
+                    app_decode(app_rates, app_gens, update_rates, [], clock_on=False)
+                ),
+                lambda: cli_gens.append(_cli(env, cli_rates)),
+            ]
+            for run in pair if i % 2 == 0 else reversed(pair):
+                run()
         clocked: list[float] = []
-        asyncio.run(app_decode(clocked, [], gaps, clock_on=True))
+        for _ in range(3):
+            asyncio.run(app_decode(clocked, [], [], gaps, clock_on=True))
+        cancels = [asyncio.run(cancel_during_prefill()) for _ in range(3)]
     med = statistics.median
     model_rate = med(cli_rates)
+    pairs = [a / c for a, c in zip(app_rates, cli_rates, strict=True)]
     result = {
         "ui_tokens_per_s": round(absorbed, 1),
         "model_tokens_per_s": round(model_rate, 1),
         "ui_speedup_over_model": round(absorbed / model_rate, 1),
-        "worst_frame_gap_ms": round(max(worst_fake, *gaps) * 1000, 1),
+        "ui_updates_per_s": round(med(update_rates), 1),
         "worst_frame_gap_fake_ms": round(worst_fake * 1000, 1),
         "worst_frame_gap_model_ms": round(max(gaps) * 1000, 1),
+        "worst_frame_gap_model_ms_per_round": [round(g * 1000, 1) for g in gaps],
+        "cancel_during_prefill_ms": round(med(c[0] for c in cancels), 1),
+        "cancel_during_prefill_ms_per_round": [round(c[0], 1) for c in cancels],
+        "cancel_prompt_evaluated_of_total": [[c[1], c[2]] for c in cancels],
         "app_tokens_per_s": round(med(app_rates), 1),
         "cli_tokens_per_s": round(model_rate, 1),
-        "app_over_cli_ratio": round(med(app_rates) / model_rate, 3),
-        "app_over_cli_pair_median": round(
-            med(a / c for a, c in zip(app_rates, cli_rates, strict=True)), 3
-        ),
-        "app_tokens_per_s_with_frame_clock": round(clocked[0], 1),
+        "app_over_cli_ratio": round(med(pairs), 3),
+        "app_over_cli_per_pair": [round(p, 3) for p in pairs],
+        "app_tokens_per_s_with_frame_clock": round(med(clocked), 1),
         "app_generated": app_gens,
         "cli_generated": cli_gens,
     }
@@ -232,18 +294,26 @@ def main() -> None:
         f"UI absorbs {result['ui_tokens_per_s']} tok/s from a fake engine "
         f"({result['ui_speedup_over_model']}x the model's {result['model_tokens_per_s']})"
     )
+    print(f"visible updates while the model writes: {result['ui_updates_per_s']}/s")
     print(
         f"worst frame gap: {result['worst_frame_gap_fake_ms']} ms (fake), "
         f"{result['worst_frame_gap_model_ms']} ms (real model)"
     )
-    print(f"{'decode tok/s':16}{'app':>10}{'cli':>10}")
+    print(f"cancel during prefill: {result['cancel_during_prefill_ms']} ms")
+    print(f"{'decode tok/s':16}{'app':>10}{'cli':>10}{'ratio':>8}")
     for a, c in zip(app_rates, cli_rates, strict=True):
-        print(f"{'':16}{a:>10.1f}{c:>10.1f}")
+        print(f"{'':16}{a:>10.1f}{c:>10.1f}{a / c:>8.3f}")
     print(
         f"{'median':16}{result['app_tokens_per_s']:>10}{result['cli_tokens_per_s']:>10}"
-        f"   ratio {result['app_over_cli_ratio']}"
+        f"   pair-ratio median {result['app_over_cli_ratio']}"
     )
     print(json.dumps(result))
+
+
+def _cli(env: dict[str, str], rates: list[float]) -> int:
+    rate, n = cli_decode(env)
+    rates.append(rate)
+    return n
 
 
 if __name__ == "__main__":

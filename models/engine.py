@@ -7,10 +7,15 @@ conversation with the model's own chat template, tokenizes it, and drives
 token and the statistics say exactly how many prompt tokens were evaluated.
 
 Threading: one lock per engine; a generation holds it from prefill to its last token.
-Cancellation is cooperative: the caller sets a ``threading.Event`` that is checked before
-prefill and after every token. llama.cpp cannot interrupt a prefill in progress, so a cancel
-that arrives during prefill takes effect when the first token is produced (the token is
-discarded and ``stop_reason`` is ``cancelled``).
+Cancellation: the caller sets a ``threading.Event``. During prefill, llama.cpp's abort
+callback polls it (installed only while the prompt is read: it runs for every graph node, so
+it stays off during decoding), and the part evaluated so far stays reusable; during
+decoding it is checked after every token.
+
+KV states kept in memory (never on disk by the engine): fixed prefixes (a pack's system prompt
+and examples, see :meth:`Engine.remember_prefix`) and the last few conversations, saved when
+another prompt is about to evict them, within :data:`RECENT_STATES_BUDGET` bytes, so switching
+back to a conversation does not evaluate its history again.
 """
 
 from __future__ import annotations
@@ -40,6 +45,13 @@ CHATML_TEMPLATE = (
 
 
 MAX_SAVED_PREFIXES = 4
+RECENT_STATES_BUDGET = 512 * 1024 * 1024
+"""Bytes of KV state kept for recently used conversations (oldest dropped first)."""
+MIN_RECENT_TOKENS = 64
+"""A cache shorter than this is not worth keeping when another prompt evicts it."""
+
+PrefillProgress = Callable[[int, int], None]
+"""Called with (tokens evaluated, tokens to evaluate) while a prompt is read."""
 """Fixed prefixes (one per pack in use) whose KV state an engine keeps in memory."""
 
 
@@ -252,6 +264,11 @@ class Engine:
         # Saved KV states of fixed prompt prefixes (a pack's system prompt and examples),
         # most recently used last. Memory only; never written to disk.
         self._prefixes: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        # KV states of recent conversations, saved when another prompt evicts them.
+        self._recent: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self._abort: threading.Event | None = None
+        self._abort_cb = llama_cpp.ggml_abort_callback(self._abort_requested)
+        self._no_abort_cb = llama_cpp.ggml_abort_callback()  # a NULL function pointer
 
     # -- tokens ---------------------------------------------------------------
 
@@ -343,6 +360,7 @@ class Engine:
         *,
         cancel: threading.Event | None = None,
         stop: Sequence[str] = (),
+        progress: PrefillProgress | None = None,
     ) -> Generation:
         """Start answering ``messages``; iterate the result for text pieces.
 
@@ -366,7 +384,7 @@ class Engine:
             dropped_ids=[m.id for i, m in enumerate(messages) if i in dropped and m.id],
         )
         gen = Generation(iter(()), stats)
-        gen._pieces = self._run(tokens, sampling, cancel, stop, stats)
+        gen._pieces = self._run(tokens, sampling, cancel, stop, stats, progress)
         return gen
 
     def complete(
@@ -393,6 +411,7 @@ class Engine:
         cancel: threading.Event | None,
         stop: Sequence[str],
         stats: TurnStats,
+        progress: PrefillProgress | None = None,
     ) -> Iterator[str]:
         with self._lock:
             llama = self.llama
@@ -402,6 +421,10 @@ class Engine:
                 return
             cached = self._reusable(tokens)
             stats.prompt_tokens_evaluated = len(tokens) - cached
+            if not self._prefill_locked(tokens, cached, cancel, progress):
+                stats.stop_reason = StopReason.CANCELLED
+                stats.total_s = stats.time_to_first_token_s = time.perf_counter() - start
+                return
             budget = min(sampling.max_tokens, self.n_ctx - len(tokens))
             llama.set_seed(sampling.seed if sampling.seed is not None else time.time_ns() % 2**31)
             detok = _Detokenizer(self._piece, stop)
@@ -452,13 +475,61 @@ class Engine:
                         stats.prompt_tokens_evaluated / stats.time_to_first_token_s
                     )
 
+    def _abort_requested(self, _data: Any) -> bool:
+        abort = self._abort
+        return abort is not None and abort.is_set()
+
+    def _prefill_locked(
+        self,
+        tokens: Sequence[int],
+        cached: int,
+        cancel: threading.Event | None,
+        progress: PrefillProgress | None,
+    ) -> bool:
+        """Evaluate ``tokens[cached:-1]`` in batches (the last token is left for sampling),
+        with llama.cpp's abort callback polling ``cancel``. Returns False when cancelled: the
+        batches evaluated before stay in the KV cache and reusable. Call with the lock held."""
+        llama = self.llama
+        end = len(tokens) - 1
+        llama.n_tokens = cached
+        total = end - cached
+        if total <= 0:
+            return True
+        if progress is not None:
+            progress(0, total)
+        ctx = llama._ctx.ctx
+        self._abort = cancel
+        if cancel is not None:
+            self._lib.llama_set_abort_callback(ctx, self._abort_cb, None)
+        try:
+            step = max(1, int(llama.n_batch))
+            for i in range(cached, end, step):
+                if cancel is not None and cancel.is_set():
+                    return False
+                try:
+                    llama.eval(tokens[i : min(end, i + step)])
+                except RuntimeError:
+                    if cancel is not None and cancel.is_set():
+                        # The aborted batch left nothing usable; what came before stays.
+                        llama._ctx.kv_cache_seq_rm(-1, llama.n_tokens, -1)
+                        return False
+                    raise
+                if progress is not None:
+                    progress(llama.n_tokens - cached, total)
+            return True
+        finally:
+            if cancel is not None:
+                self._lib.llama_set_abort_callback(ctx, self._no_abort_cb, None)
+            self._abort = None
+
     def clear_cache(self) -> None:
-        """Forget the KV cache and saved prefixes (e.g. when the app locks); the weights
-        stay loaded."""
+        """Forget the KV cache, saved prefixes and recent conversations' states (e.g. when the
+        app locks); the weights stay loaded."""
         with self._lock:
             self.llama.reset()
             self.llama._ctx.kv_cache_clear()
             self._prefixes.clear()
+            self._recent.clear()
 
     # -- saved prefixes (pack system prompt + examples) ----------------------------------
 
@@ -490,16 +561,33 @@ class Engine:
                 return len(tokens), 0.0
             start = time.perf_counter()
             llama = self.llama
+            if llama.n_tokens >= MIN_RECENT_TOKENS:
+                self._keep_recent()  # a conversation is in the cache: keep it for later
             llama.reset()
             llama.eval(list(tokens))
-            ctx = llama._ctx.ctx
-            size = self._lib.llama_state_seq_get_size(ctx, 0)
-            buf = (ctypes.c_uint8 * size)()
-            written = self._lib.llama_state_seq_get_data(ctx, buf, size, 0)
-            self._prefixes[tokens] = bytes(buf)[:written]
+            self._prefixes[tokens] = self._state_bytes()
             while len(self._prefixes) > MAX_SAVED_PREFIXES:
                 self._prefixes.popitem(last=False)
             return len(tokens), time.perf_counter() - start
+
+    def saved_prefix(self, tokens: Sequence[int]) -> bytes | None:
+        """The KV state kept for the prefix ``tokens`` (see :meth:`remember_prefix`), if any."""
+        with self._lock:
+            return self._prefixes.get(tuple(tokens))
+
+    def load_prefix(self, tokens: Sequence[int], state: bytes) -> None:
+        """Keep a KV state saved earlier (e.g. in the vault) for the prefix ``tokens``; it is
+        restored into the cache by the first prompt that starts with them."""
+        with self._lock:
+            self._prefixes[tuple(int(t) for t in tokens)] = bytes(state)
+            while len(self._prefixes) > MAX_SAVED_PREFIXES:
+                self._prefixes.popitem(last=False)
+
+    def state_key(self) -> str:
+        """What a saved KV state of this engine depends on besides the model file and the
+        tokens: the llama.cpp build and the cache layout settings."""
+        s = self.load_settings
+        return f"llama-cpp-python {self._lib.__version__}; flash_attn={s.flash_attn}"
 
     def _reusable(self, tokens: Sequence[int]) -> int:
         """How many leading ``tokens`` the KV cache can serve: the match with what it holds
@@ -513,21 +601,60 @@ class Engine:
                     break
                 cached += 1
             cached = min(cached, len(tokens) - 1)
+            if llama.n_tokens - cached >= MIN_RECENT_TOKENS:
+                self._keep_recent()  # this prompt evicts another conversation: keep its state
         return self._restore_prefix(tokens, cached)
 
+    def _state_bytes(self) -> bytes:
+        ctx = self.llama._ctx.ctx
+        size = self._lib.llama_state_seq_get_size(ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        written = self._lib.llama_state_seq_get_data(ctx, buf, size, 0)
+        return bytes(buf)[:written]
+
+    def _keep_recent(self) -> None:
+        """Save the KV state of what the cache holds now among the recent conversations'
+        states (within the memory budget). Call with the lock held."""
+        llama = self.llama
+        key = tuple(int(t) for t in llama._input_ids[: llama.n_tokens])
+        if key in self._recent or key in self._prefixes:
+            return
+        # A longer state of the same conversation replaces its shorter ones.
+        for old in [k for k in self._recent if key[: len(k)] == k]:
+            del self._recent[old]
+        self._recent[key] = self._state_bytes()
+        while sum(len(v) for v in self._recent.values()) > RECENT_STATES_BUDGET:
+            self._recent.popitem(last=False)
+
+    @property
+    def kept_states_bytes(self) -> int:
+        """Memory held by saved KV states (prefixes and recent conversations)."""
+        return sum(len(v) for v in (*self._prefixes.values(), *self._recent.values()))
+
     def _restore_prefix(self, tokens: Sequence[int], cached: int) -> int:
-        """Load a saved prefix of ``tokens`` longer than the ``cached`` match, if any.
-        Returns the new number of cached tokens. Call with the lock held."""
+        """Load the saved state (a fixed prefix, or a recent conversation) that shares the
+        longest start with ``tokens``, if longer than the ``cached`` match; whatever it holds
+        beyond that shared start is dropped. Returns the new number of cached tokens. Call
+        with the lock held."""
+        limit = len(tokens) - 1  # the last token is always evaluated, for sampling
         best: tuple[int, ...] | None = None
-        for prefix in self._prefixes:
-            n = len(prefix)
-            longer = best is None or n > len(best)
-            if longer and cached < n < len(tokens) and tuple(tokens[:n]) == prefix:
-                best = prefix
+        best_n = cached
+        store = self._prefixes
+        for saved in (self._prefixes, self._recent):
+            for key in saved:
+                if len(key) <= best_n or key[0] != tokens[0]:
+                    continue
+                n = 0
+                for a, b in zip(key, tokens[:limit], strict=False):
+                    if a != b:
+                        break
+                    n += 1
+                if n > best_n:
+                    best, best_n, store = key, n, saved
         if best is None:
             return cached
-        state = self._prefixes[best]
-        self._prefixes.move_to_end(best)
+        state = store[best]
+        store.move_to_end(best)
         llama = self.llama
         llama.reset()
         llama._ctx.kv_cache_clear()
@@ -536,8 +663,9 @@ class Engine:
             llama._ctx.kv_cache_clear()
             return 0
         llama.input_ids[: len(best)] = best
-        llama.n_tokens = len(best)
-        return len(best)
+        llama._ctx.kv_cache_seq_rm(-1, best_n, -1)
+        llama.n_tokens = best_n
+        return best_n
 
     def prefill(
         self, messages: Sequence[ChatMessage], cancel: threading.Event | None = None

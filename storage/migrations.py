@@ -102,6 +102,26 @@ def m002_pack_chunks(db: Database) -> None:
     _secure_fts(db, "pack_chunks_fts")
 
 
+@migrations()
+def m005_kv_states(db: Database) -> None:
+    # Evaluated KV states of packs' fixed prefixes, so the first pack conversation after a
+    # restart does not prefill the system prompt and examples again. Inside the encrypted
+    # vault like everything else; keyed by model, llama.cpp build and prefix tokens.
+    db.table("kv_states").create(
+        {
+            "key": str,
+            "model_sha256": str,
+            "pack_id": str,
+            "pack_version": str,
+            "tokens": str,
+            "state": bytes,
+            "created": str,
+        },
+        pk="key",
+        not_null={"model_sha256", "tokens", "state", "created"},
+    )
+
+
 def apply(db: Database) -> None:
     """Bring ``db`` to the current schema."""
     migrations.apply(db)

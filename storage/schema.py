@@ -167,3 +167,15 @@ class SourceChunk(BaseModel):
     text: str
     rank: float = 0.0
     """bm25 score (lower is more relevant)."""
+
+
+class KvState(BaseModel):
+    """A saved KV state of a fixed prompt prefix (a pack's system prompt and examples)."""
+
+    key: str
+    model_sha256: str
+    pack_id: str | None = None
+    pack_version: str | None = None
+    tokens: list[int]
+    state: bytes
+    created: datetime

@@ -23,6 +23,7 @@ from sqlite_utils import Database
 from bastion.storage import migrations
 from bastion.storage.schema import (
     Conversation,
+    KvState,
     Message,
     MessageMeta,
     PackRecord,
@@ -704,10 +705,58 @@ class Store:
     def remove_pack(self, pack_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM pack_chunks WHERE pack_id = ?", [pack_id])
+            db.execute("DELETE FROM kv_states WHERE pack_id = ?", [pack_id])
             cur = db.execute("DELETE FROM packs WHERE id = ?", [pack_id])
             if cur.rowcount == 0:
                 raise NotFoundError(f"no pack {pack_id}")
         self.purge()
+
+    # -- saved KV states --------------------------------------------------------
+
+    MAX_KV_STATES = 4
+    """Saved prefix states kept (the oldest beyond this are deleted)."""
+
+    def save_kv_state(self, state: KvState) -> None:
+        """Keep ``state`` (replacing one with the same key); at most :attr:`MAX_KV_STATES`."""
+        with self._tx() as db:
+            db.table("kv_states").upsert(
+                {
+                    "key": state.key,
+                    "model_sha256": state.model_sha256,
+                    "pack_id": state.pack_id,
+                    "pack_version": state.pack_version,
+                    "tokens": json.dumps(state.tokens),
+                    "state": state.state,
+                    "created": _ts(state.created),
+                },
+                pk="key",
+            )
+            db.execute(
+                "DELETE FROM kv_states WHERE key NOT IN "
+                "(SELECT key FROM kv_states ORDER BY created DESC LIMIT ?)",
+                [self.MAX_KV_STATES],
+            )
+
+    def get_kv_state(self, key: str) -> KvState | None:
+        with self.lock:
+            row = self._one("SELECT * FROM kv_states WHERE key = ?", [key])
+        if row is None:
+            return None
+        try:
+            tokens = [int(t) for t in json.loads(row["tokens"])]
+        except (ValueError, TypeError):
+            return None
+        return KvState(
+            **{**row, "tokens": tokens, "created": datetime.fromisoformat(row["created"])}
+        )
+
+    def delete_kv_states(self, pack_id: str | None = None) -> None:
+        """Forget saved states (of one pack, or all)."""
+        with self._tx() as db:
+            if pack_id is None:
+                db.execute("DELETE FROM kv_states")
+            else:
+                db.execute("DELETE FROM kv_states WHERE pack_id = ?", [pack_id])
 
     # -- settings -------------------------------------------------------------
 

@@ -36,6 +36,20 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+TUI_PW = "tui test passphrase"
+
+
+@pytest.fixture
+def vault_with_settings(private_dirs: Path) -> Path:
+    """A vault (cheap KDF, passphrase TUI_PW) whose answers are short and greedy."""
+    from bastion.storage.vault import Vault
+
+    folder = private_dirs / "data" / "vault"
+    with Vault.create(folder, TUI_PW, FAST_KDF) as v:
+        v.store.set_setting("app", {"sampling": {"temperature": 0, "max_tokens": 24, "seed": 1}})
+    return folder
+
+
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     """The embedded SmolLM2 file, installed by the project's set-up (never skipped)."""

@@ -191,7 +191,9 @@ def test_saved_prefix_skips_prefill_and_changes_nothing(engine: Engine) -> None:
     engine.chat([user("Something else entirely")], GREEDY).text()  # the KV now holds another chat
     warm = engine.chat(question, GREEDY)
     assert warm.text() == cold_text
-    assert warm.stats.prompt_tokens_evaluated == cold.stats.prompt_tokens - n
+    # At most the tokens after the prefix (the whole question may even come back from the
+    # recent conversations' states).
+    assert warm.stats.prompt_tokens_evaluated <= cold.stats.prompt_tokens - n
     engine.clear_cache()
     after_lock = engine.chat(question, GREEDY)
     after_lock.text()
@@ -223,3 +225,76 @@ def test_prefill_ahead_changes_nothing_but_the_work(engine: Engine) -> None:
     warm = engine.chat(full, GREEDY)
     assert warm.text() == cold_text
     assert warm.stats.prompt_tokens_evaluated < cold.stats.prompt_tokens - ahead + 5
+
+
+def _long_question(words: int) -> list[ChatMessage]:
+    text = " ".join(f"item{i} is filed under shelf {i % 17}." for i in range(words))
+    return [user(f"Read this inventory and say which shelf item3 is on. {text}")]
+
+
+def test_cancel_stops_a_prefill_midway_and_the_cache_stays_sound(engine: Engine) -> None:
+    """Cancelling during a long prefill stops it within a batch (llama.cpp's abort callback)
+    instead of after the whole prompt; what was evaluated stays usable, and the next greedy
+    answer equals one from a cold cache."""
+    msgs = _long_question(300)
+    engine.clear_cache()
+    cancel = threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if done > 0:
+            cancel.set()  # as if Esc was pressed after the first batch
+
+    gen = engine.chat(msgs, GREEDY, cancel=cancel, progress=progress)
+    assert gen.text() == ""
+    assert gen.stats.stop_reason is StopReason.CANCELLED
+    total = gen.stats.prompt_tokens
+    assert total > 3 * engine.llama.n_batch
+    assert 0 < engine.llama.n_tokens < total - engine.llama.n_batch  # stopped early
+    assert seen[0] == (0, total - 1) and len(seen) >= 2
+    resumed = engine.chat(msgs, GREEDY)
+    resumed_text = resumed.text()
+    assert resumed.stats.prompt_tokens_evaluated < total  # the evaluated part was reused
+    engine.clear_cache()
+    assert engine.chat(msgs, GREEDY).text() == resumed_text
+
+
+def test_cancel_set_from_another_thread_interrupts_a_batch(engine: Engine) -> None:
+    """A cancel arriving while llama.cpp is inside one large batch aborts that batch."""
+    msgs = _long_question(300)
+    engine.clear_cache()
+    cancel = threading.Event()
+    started = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        started.set()
+
+    timer = threading.Thread(target=lambda: started.wait(30) and cancel.set())
+    timer.start()
+    gen = engine.chat(msgs, GREEDY, cancel=cancel, progress=progress)
+    gen.text()
+    timer.join()
+    assert gen.stats.stop_reason is StopReason.CANCELLED
+    assert engine.llama.n_tokens < gen.stats.prompt_tokens - 1
+    after = engine.chat([user("What is the capital of France?")], GREEDY).text()
+    assert "Paris" in after
+
+
+def test_switching_back_to_a_conversation_reuses_its_state(engine: Engine) -> None:
+    """Another conversation in between does not cost the first one its KV state: going back
+    evaluates only the new message."""
+    engine.clear_cache()
+    first = _long_question(60)
+    answer = engine.chat(first, GREEDY).text()
+    other = engine.chat([user("Tell me about boats. " * 30)], GREEDY)
+    other.text()
+    follow = [*first, ChatMessage(role="assistant", content=answer), user("And item5?")]
+    back = engine.chat(follow, GREEDY)
+    back.text()
+    assert back.stats.prompt_tokens > 300
+    assert back.stats.prompt_tokens_evaluated < 40
+    engine.clear_cache()  # lock: the saved states are gone
+    again = engine.chat(follow, GREEDY)
+    again.text()
+    assert again.stats.prompt_tokens_evaluated == again.stats.prompt_tokens

@@ -1,7 +1,7 @@
 """SVG snapshots of the main screens at a fixed size, from deterministic data.
 
 Update after an intended visual change with:
-    .venv/bin/python -m pytest tests/test_snapshots.py --snapshot-update
+    .venv/bin/pytest tests/test_snapshots.py --snapshot-update
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from textual.app import App, ComposeResult
 
 from bastion.storage.vault import Vault
 from bastion.tui.app import BastionApp
+from bastion.tui.widgets import StatusBar
 from tests.conftest import FAST_KDF
 from tests.test_tui import PW, settle, unlock
 
@@ -81,3 +83,36 @@ def test_help_screen(snap_compare, filled_vault: Path) -> None:
         await pilot.pause(0.2)
 
     assert snap_compare(BastionApp(), terminal_size=SIZE, run_before=run_before)
+
+
+class _StatusHost(App[None]):
+    """A tiny host for the status bar alone."""
+
+    CSS_PATH = Path(__file__).resolve().parents[1] / "tui" / "bastion.tcss"
+
+    def __init__(self, state: str) -> None:
+        super().__init__()
+        self.state = state
+
+    def compose(self) -> ComposeResult:
+        bar = StatusBar(id="status")
+        bar.model = "SmolLM2 135M Instruct · Q4_1"
+        bar.guarded = True
+        bar.context_size = 4096
+        bar.state = self.state
+        yield bar
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "loading SmolLM2 135M Instruct (98 MB)…",
+        "reading the prompt: 1,024/2,980 tokens (Esc stops)",
+        "writing… 64 tok/s (Esc stops)",
+        "stopped",
+    ],
+    ids=["loading", "reading", "writing", "stopped"],
+)
+def test_status_states(snap_compare, state: str) -> None:
+    """The status bar while loading, reading the prompt, writing, and after a stop."""
+    assert snap_compare(_StatusHost(state), terminal_size=(110, 1))

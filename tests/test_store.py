@@ -29,7 +29,7 @@ def test_migrate_blank_database() -> None:
     assert {"conversations", "messages", "packs", "settings", "meta"} <= names
     assert {"messages_fts", "conversations_fts", "pack_chunks", "pack_chunks_fts"} <= names
     applied = [m.name for m in migrations.migrations.applied(db)]
-    assert applied == ["m001_initial", "m002_pack_chunks"]
+    assert applied == ["m001_initial", "m002_pack_chunks", "m005_kv_states"]
     migrations.apply(db)
     assert [m.name for m in migrations.migrations.applied(db)] == applied
     assert db.execute("SELECT value FROM meta WHERE key='counter'").fetchone()[0] == "0"
@@ -156,3 +156,66 @@ def test_failed_write_is_store_error(store: Store) -> None:
     with pytest.raises(StoreError, match="not saved"):
         store.add_message(c.id, "user", "x")
     assert store.get_conversation(c.id).head_id is None
+
+
+def test_message_meta_reads_what_0_1_stored(store: Store) -> None:
+    """The flat statistics object 0.1 wrote in the `stats` column reads into the typed
+    MessageMeta; unknown keys are ignored; a value of the wrong shape (imported, edited) reads
+    as empty metadata instead of breaking the conversation."""
+    import json
+
+    from bastion.storage.schema import MessageMeta
+
+    c = store.create_conversation("t")
+    m = store.add_message(c.id, "assistant", "a")
+    legacy = {
+        "prompt_tokens": 10,
+        "prompt_tokens_evaluated": 4,
+        "generated_tokens": 7,
+        "decode_tokens_per_s": 61.5,
+        "stop_reason": "cancelled",
+        "dropped_messages": [],
+        "sources": [{"n": 1, "ref_id": "x", "title": "T", "source": "S"}],
+        "safety": [{"rule": "r", "stage": "output", "action": "caution", "message": "m"}],
+        "generated": 7,
+    }
+    update = "UPDATE messages SET stats = ? WHERE id = ?"
+    store.conn.execute(update, [json.dumps(legacy), m.id])
+    meta = store.get_message(m.id).meta
+    assert (meta.prompt_tokens, meta.generated_tokens, meta.stop_reason) == (10, 7, "cancelled")
+    assert meta.sources[0].title == "T" and meta.safety[0].rule == "r"
+    assert store.get_message(m.id).model_dump(by_alias=True)["stats"]["prompt_tokens"] == 10
+    for bad in ({"generated_tokens": "many"}, {"sources": 3}, [1, 2], "x"):
+        store.conn.execute(update, [json.dumps(bad), m.id])
+        assert store.get_message(m.id).meta == MessageMeta()
+    store.conn.execute(update, ["{not json", m.id])
+    assert store.get_message(m.id).meta == MessageMeta()
+    store.conn.execute(update, [json.dumps({"decode_tokens_per_s": 1e400}), m.id])
+    assert store.get_message(m.id).meta == MessageMeta()  # not a finite number
+
+
+def test_kv_states_kept_bounded_and_replaced(store: Store) -> None:
+    """Saved prefix states: one per key, at most MAX_KV_STATES, newest kept."""
+    from datetime import UTC, datetime, timedelta
+
+    from bastion.storage.schema import KvState
+
+    base = datetime.now(UTC)
+    for i in range(Store.MAX_KV_STATES + 2):
+        store.save_kv_state(
+            KvState(
+                key=f"k{i}",
+                model_sha256="m",
+                pack_id="p",
+                pack_version="1.0.0",
+                tokens=[1, 2, i],
+                state=bytes([i]) * 10,
+                created=base + timedelta(seconds=i),
+            )
+        )
+    assert store.get_kv_state("k0") is None
+    kept = store.get_kv_state(f"k{Store.MAX_KV_STATES + 1}")
+    assert kept is not None and kept.tokens == [1, 2, Store.MAX_KV_STATES + 1]
+    assert store.get_kv_state("missing") is None
+    store.delete_kv_states("p")
+    assert store.get_kv_state(f"k{Store.MAX_KV_STATES + 1}") is None

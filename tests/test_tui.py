@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from textual.pilot import Pilot
 
 from bastion.app.session import ChatSession
@@ -15,8 +14,8 @@ from bastion.tui.chat import ChatScreen
 from bastion.tui.unlock import UnlockScreen
 from bastion.tui.widgets import MessageBox
 from tests.conftest import FAST_KDF
+from tests.conftest import TUI_PW as PW
 
-PW = "tui test passphrase"
 SIZE = (120, 40)
 
 
@@ -62,15 +61,6 @@ async def start_medical(pilot: Pilot, app: BastionApp) -> None:
     assert isinstance(app.screen, PackScreen)
     await pilot.press("down", "down", "enter")
     await settle(pilot, app)
-
-
-@pytest.fixture
-def vault_with_settings(private_dirs: Path) -> Path:
-    """A vault (cheap KDF) whose answers are short and greedy."""
-    folder = private_dirs / "data" / "vault"
-    with Vault.create(folder, PW, FAST_KDF) as v:
-        v.store.set_setting("app", {"sampling": {"temperature": 0, "max_tokens": 24, "seed": 1}})
-    return folder
 
 
 async def test_first_run_creates_vault(private_dirs: Path) -> None:
@@ -242,7 +232,7 @@ async def test_idle_auto_lock(vault_with_settings: Path) -> None:
 
 
 async def test_export_dialog_and_import(vault_with_settings: Path, tmp_path: Path) -> None:
-    """Ctrl+E exports the open conversation with a passphrase; F4 imports it back."""
+    """F5 exports the open conversation with a passphrase; F4 imports it back."""
     from bastion.storage import export as fmt
 
     with Vault.open(vault_with_settings, PW) as v:
@@ -255,7 +245,7 @@ async def test_export_dialog_and_import(vault_with_settings: Path, tmp_path: Pat
         await pilot.click("#conversations")
         await pilot.press("enter")
         await settle(pilot, app)
-        await pilot.press("ctrl+e")
+        await pilot.press("f5")
         await settle(pilot, app)
         screen = app.screen
         assert "1 email" in str(screen.query_one("#exp-preview").render())

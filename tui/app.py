@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable
 from functools import partial
 
@@ -49,6 +50,9 @@ class BastionApp(App[None]):
         self.kdf = kdf
         """Argon2 cost for a new vault (tests use a cheap one); None is the default."""
         self.last_activity = time.monotonic()
+        self._held_keys: deque[events.Key] = deque()
+        self._holding = False
+        self._waiting_since: float | None = None
 
     def on_mount(self) -> None:
         self.push_screen(
@@ -67,8 +71,20 @@ class BastionApp(App[None]):
             self.set_keymap(settings.keymap)
         self.last_activity = time.monotonic()
         self.switch_screen(ChatScreen(self.session))
+        self.release_keys()  # keys typed while unlocking: for the composer, once it has focus
         if self.session.purged_at_unlock:
             self.notify(f"Retention: deleted {self.session.purged_at_unlock} old conversation(s).")
+
+    @on(UnlockScreen.Deriving)
+    def _deriving(self) -> None:
+        self.hold_keys()
+
+    @on(UnlockScreen.UnlockFailed)
+    def _unlock_failed(self) -> None:
+        # Keys typed after a wrong passphrase were meant for the chat: drop them rather than
+        # type them into the passphrase field.
+        self._held_keys.clear()
+        self._holding = False
 
     def action_lock(self) -> None:
         if not self.session.unlocked:
@@ -110,7 +126,78 @@ class BastionApp(App[None]):
             ),
         ):
             self.last_activity = time.monotonic()
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            if self._holding or self._held_keys or self._awaiting_focus():
+                self._held_keys.append(event)
+                self._release_soon()
+                return
+            if await self._ancestor_binding(event):
+                return
         await super().on_event(event)
+
+    # -- type-ahead -------------------------------------------------------------------------
+    #
+    # Textual hands each key to the focused widget's queue, and a binding of the screen or the
+    # app (Tab, F2, ...) runs only when that widget gets to the key and it bubbles up. Keys
+    # typed in a burst (a password manager's auto-type, a fast typist) were all queued for
+    # the widget that had focus first. Here a key bound by an ancestor of the focused widget
+    # runs as soon as the app reads it, and keys read while a new screen has no focus yet
+    # (or while the app holds them, e.g. during unlocking) wait and are then delivered in
+    # order to whatever has focus.
+
+    HOLD_LIMIT_S = 1.0
+    """Longest a key waits for a new screen to take focus before it is delivered anyway."""
+
+    def _awaiting_focus(self) -> bool:
+        screen = self.screen
+        waiting = not screen.is_mounted or (screen.focused is None and bool(screen.focus_chain))
+        if not waiting:
+            self._waiting_since = None
+            return False
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - self._waiting_since < self.HOLD_LIMIT_S
+
+    async def _ancestor_binding(self, event: events.Key) -> bool:
+        """Run a binding of the focused widget's screen or app at once (not printable keys
+        only: a printable key is text for the focused widget). False when the focused widget
+        binds the key itself (it must see it after the keys before it)."""
+        focused = self.focused
+        if focused is None or event.is_printable:
+            return False
+        for namespace, bindings in self.screen._modal_binding_chain:
+            found = [b for b in bindings.key_to_bindings.get(event.key, ()) if not b.priority]
+            if not found:
+                continue
+            if namespace is focused:
+                return False
+            for binding in found:
+                if await self.run_action(binding.action, namespace):
+                    return True
+        return False
+
+    def hold_keys(self) -> None:
+        """Keep the keys typed from now on until :meth:`release_keys` (a screen switch)."""
+        self._holding = True
+
+    def release_keys(self) -> None:
+        """Deliver the held keys, in order, to whatever has focus then."""
+        self._holding = False
+        self._release_soon()
+
+    def _release_soon(self) -> None:
+        self.set_timer(0.02, self._release_held)
+
+    async def _release_held(self) -> None:
+        while self._held_keys and not self._holding:
+            if self._awaiting_focus():
+                self._release_soon()
+                return
+            event = self._held_keys.popleft()
+            if await self._ancestor_binding(event):
+                continue
+            await super().on_event(event)
 
     # -- help and commands ----------------------------------------------------
 
@@ -165,5 +252,10 @@ class BastionApp(App[None]):
                 chat.post_message(ChatScreen.GenerationFailed(text))
 
     def on_unmount(self) -> None:
+        # Stop an answer being written first: locking waits for the engine, which would
+        # otherwise finish the whole answer before the app can quit.
+        chat = self._chat_screen()
+        if chat is not None:
+            chat.stop_generation()
         if self.session.unlocked:
             self.session.lock()

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from rich.markup import escape
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -517,9 +518,9 @@ class HelpScreen(Dialog[None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide tall"):
             yield Label("Keys (remap them in settings.keymap by id)", classes="dialog-title")
-            with VerticalScroll():
+            with VerticalScroll(), Grid(id="help-keys"):
+                # Text objects, not markup: a key like "[" must show as itself.
                 for key, desc, tip, bid in self.rows:
-                    yield Static(
-                        f"[b]{escape(key):>10}[/b]  {escape(desc):<18} [dim]{escape(tip)}"
-                        f"  ({escape(bid)})[/dim]"
-                    )
+                    yield Label(Text(key, style="bold"), classes="help-key")
+                    yield Label(Text(desc), classes="help-action")
+                    yield Label(Text.assemble(tip, (f"  ({bid})", "dim")), classes="help-tip")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
+from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Markdown, Static
-from textual.widgets.markdown import MarkdownStream
 
 from bastion.models.engine import TurnStats
 from bastion.storage.schema import Message, SafetyNotice
@@ -13,14 +15,42 @@ from bastion.tui.widgets import MessageBox
 BranchMarks = dict[str, tuple[int, int]]
 """Message id -> (position, count) among its alternatives, for messages that have some."""
 
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def frozen_length(text: str) -> int:
+    """How much of a Markdown text being written is finished blocks: the offset just after
+    the last blank line that is not inside a fenced code block (0 if none)."""
+    fence: str | None = None
+    offset = done = 0
+    for line in text.splitlines(keepends=True):
+        offset += len(line)
+        if not line.endswith("\n"):
+            break  # the line being written
+        m = _FENCE.match(line)
+        if m:
+            mark = m.group(1)
+            if fence is None:
+                fence = mark[0] * len(mark)
+            elif (
+                mark[0] == fence[0] and len(mark) >= len(fence) and not line.strip(mark[0] + " \n")
+            ):
+                fence = None
+                done = offset  # a closed code block is finished
+            continue
+        if fence is None and not line.strip():
+            done = offset
+    return done
+
 
 class ThreadView(VerticalScroll):
     """Messages of the shown branch; streams an answer into one box, then freezes it."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._stream: MarkdownStream | None = None
         self._stream_box: MessageBox | None = None
+        self._written = ""
+        self._frozen = 0
 
     @property
     def writing(self) -> bool:
@@ -57,21 +87,31 @@ class ThreadView(VerticalScroll):
 
     async def begin_answer(self, notes: list[SafetyNotice]) -> None:
         """Add an empty answer box that :meth:`write` streams into."""
-        box = MessageBox(None, "assistant", "", pending_notes=notes)
+        box = MessageBox(None, "assistant", "", pending_notes=notes, live=True)
         await self.mount(box)
         self._stream_box = box
-        self._stream = Markdown.get_stream(box.query_one(Markdown))
+        self._written = ""
+        self._frozen = 0
         self.anchor()
 
     async def write(self, text: str) -> None:
-        if self._stream is not None:
-            await self._stream.write(text)
+        """Show more of the answer. The cost of an update does not grow with the answer or the
+        conversation: finished blocks are rendered as Markdown once, when they are finished;
+        the block being written is shown as plain text until then."""
+        box = self._stream_box
+        if box is None or not text:
+            return
+        self._written += text
+        frozen = frozen_length(self._written)
+        if frozen > self._frozen:
+            await box.query_one(Markdown).append(self._written[self._frozen : frozen])
+            self._frozen = frozen
+        box.query_one(".live-tail", Static).update(Text(self._written[self._frozen :]))
 
     async def _stop_stream(self) -> MessageBox | None:
-        if self._stream is not None:
-            await self._stream.stop()
-        self._stream = None
         box, self._stream_box = self._stream_box, None
+        self._written = ""
+        self._frozen = 0
         return box
 
     async def finish(self, message: Message, stats: TurnStats) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Center, Vertical
 from textual.message import Message
 from textual.screen import Screen
@@ -22,8 +23,25 @@ WARNING = (
 class UnlockScreen(Screen[None]):
     """Create the vault on first run, else ask for the passphrase."""
 
+    # A priority binding: Enter moves to the second field (or starts unlocking) as soon as it
+    # is typed, so keys typed after it (type-ahead, auto-type) go to the right place.
+    BINDINGS = [
+        Binding(
+            "enter",
+            "advance",
+            "Next",
+            id="unlock.enter",
+            tooltip="Next field, or unlock",
+            priority=True,
+            show=False,
+        )
+    ]
+
     class Unlocked(Message):
         """The vault is open."""
+
+    class Deriving(Message):
+        """The key is being derived: keys typed now are for the screen that comes next."""
 
     class UnlockFailed(Message):
         """Unlocking failed; ``reason`` is one line for the user."""
@@ -73,10 +91,13 @@ class UnlockScreen(Screen[None]):
         bar = "█" * (score + 1) + "░" * (4 - score) if event.value else ""
         self.query_one("#strength", Label).update(f"{bar} {hint}")
 
-    @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
-        if self.first_run and event.input.id == "pass1":
+    def action_advance(self) -> None:
+        focused = self.focused
+        if self.first_run and focused is not None and focused.id == "pass1":
             self.query_one("#pass2", Input).focus()
+        elif isinstance(focused, Input):
+            # After the keys already queued for this field: they are part of the passphrase.
+            focused.call_later(self._go)
         else:
             self._go()
 
@@ -104,6 +125,7 @@ class UnlockScreen(Screen[None]):
         self.query_one("#unlock-go", Button).disabled = True
         self.query_one("#unlock-busy").display = True
         error.update("Deriving the key…")
+        self.post_message(self.Deriving())
         self._derive(passphrase)
 
     @work(thread=True, group="unlock", exclusive=True, exit_on_error=False)

@@ -53,12 +53,15 @@ class MessageBox(Vertical, can_focus=True):
         text: str = "",
         *,
         pending_notes: list[SafetyNotice] | None = None,
+        live: bool = False,
     ) -> None:
         super().__init__()
         self.message = message
         self.role = role
         self.text = text
         self.pending_notes: list[SafetyNotice] = pending_notes or []
+        self.live = live
+        """Being written: the block in progress shows as plain text under the Markdown."""
         """Safety notices to show while the answer is still being written."""
         self.add_class(f"-{role}")
 
@@ -68,6 +71,8 @@ class MessageBox(Vertical, can_focus=True):
         notes.display = bool(self._notes())
         yield notes
         yield Markdown(self.text, classes="message-body")
+        if self.live:
+            yield Static("", classes="live-tail", markup=False)
         sources = Label(self._sources(), classes="message-sources")
         sources.display = bool(self._sources())
         yield sources
@@ -123,6 +128,9 @@ class MessageBox(Vertical, can_focus=True):
         self.text = text
         self.query_one(".message-header", Label).update(self._header())
         self.query_one(Markdown).update(text)
+        if self.live:
+            self.live = False
+            self.query_one(".live-tail").remove()
         for selector, content in (
             (".safety-notes", self._notes()),
             (".message-sources", self._sources()),
