@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from textual.app import App, ComposeResult
 
+from bastion.storage.schema import MessageMeta
 from bastion.storage.vault import Vault
 from bastion.tui.app import BastionApp
 from bastion.tui.widgets import StatusBar
@@ -45,7 +46,7 @@ def filled_vault(private_dirs: Path) -> Path:
             "with open('notes.txt', encoding='utf-8') as f:\n    text = f.read()\n```\n\n"
             "- `read()` returns the whole file\n- iterate over `f` for one line at a time",
             created=T0 + timedelta(minutes=1),
-            stats={"generated_tokens": 58, "decode_tokens_per_s": 61.2, "stop_reason": "eos"},
+            meta=MessageMeta(generated_tokens=58, decode_tokens_per_s=61.2, stop_reason="eos"),
         )
         s.set_pinned(old.id, True)
         s.set_setting("app", {"auto_lock_minutes": 0})
@@ -115,4 +116,4 @@ class _StatusHost(App[None]):
 )
 def test_status_states(snap_compare, state: str) -> None:
     """The status bar while loading, reading the prompt, writing, and after a stop."""
-    assert snap_compare(_StatusHost(state), terminal_size=(110, 1))
+    assert snap_compare(_StatusHost(state), terminal_size=(110, 3))

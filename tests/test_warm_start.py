@@ -45,7 +45,8 @@ def test_pack_prefix_state_is_kept_in_the_vault_for_the_next_run(tmp_path: Path)
     model_choice.close_engines()  # what a new process starts with: no engine, no states
     second, recomputed, evaluated_warm, _ = _ask(folder)
     assert recomputed == 0.0
-    assert evaluated_warm < evaluated_cold - 500 and evaluated_cold > total - 20
+    # Both runs evaluate only the question (the first computed the prefix apart, above).
+    assert evaluated_warm == evaluated_cold < total - 500
     assert second == first
 
 

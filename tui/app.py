@@ -6,6 +6,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from functools import partial
+from typing import Any
 
 from textual import events, on
 from textual.app import App, SystemCommand
@@ -53,6 +54,7 @@ class BastionApp(App[None]):
         self._held_keys: deque[events.Key] = deque()
         self._holding = False
         self._waiting_since: float | None = None
+        self._release_to: Screen[Any] | None = None
 
     def on_mount(self) -> None:
         self.push_screen(
@@ -70,8 +72,9 @@ class BastionApp(App[None]):
         if settings.keymap:
             self.set_keymap(settings.keymap)
         self.last_activity = time.monotonic()
-        self.switch_screen(ChatScreen(self.session))
-        self.release_keys()  # keys typed while unlocking: for the composer, once it has focus
+        chat = ChatScreen(self.session)
+        self.switch_screen(chat)
+        self.release_keys(chat)  # keys typed while unlocking: for the composer, once focused
         if self.session.purged_at_unlock:
             self.notify(f"Retention: deleted {self.session.purged_at_unlock} old conversation(s).")
 
@@ -131,7 +134,7 @@ class BastionApp(App[None]):
                 self._held_keys.append(event)
                 self._release_soon()
                 return
-            if await self._ancestor_binding(event):
+            if await self._resolve_key(event):
                 return
         await super().on_event(event)
 
@@ -150,19 +153,34 @@ class BastionApp(App[None]):
 
     def _awaiting_focus(self) -> bool:
         screen = self.screen
-        waiting = not screen.is_mounted or (screen.focused is None and bool(screen.focus_chain))
+        target = self._release_to
+        waiting = (
+            (target is not None and screen is not target)
+            or not screen.is_mounted
+            or (screen.focused is None and bool(screen.focus_chain))
+        )
         if not waiting:
             self._waiting_since = None
+            self._release_to = None
             return False
         now = time.monotonic()
         if self._waiting_since is None:
             self._waiting_since = now
         return now - self._waiting_since < self.HOLD_LIMIT_S
 
+    async def _resolve_key(self, event: events.Key) -> bool:
+        """Priority bindings first (as Textual does), then :meth:`_ancestor_binding`."""
+        if await self._check_bindings(event.key, priority=True):
+            return True
+        return await self._ancestor_binding(event)
+
     async def _ancestor_binding(self, event: events.Key) -> bool:
-        """Run a binding of the focused widget's screen or app at once (not printable keys
-        only: a printable key is text for the focused widget). False when the focused widget
-        binds the key itself (it must see it after the keys before it)."""
+        """Resolve a non-printable key's binding as the app reads the key (a printable key is
+        text for the focused widget). A binding of the screen or the app runs at once (it may
+        move focus or open a screen: the keys after it must go there). A binding of the
+        focused widget itself runs in that widget's queue, after the keys before it (Textual
+        would resolve it only after the key came back up to the app, that is after the text
+        typed behind it)."""
         focused = self.focused
         if focused is None or event.is_printable:
             return False
@@ -171,7 +189,9 @@ class BastionApp(App[None]):
             if not found:
                 continue
             if namespace is focused:
-                return False
+                action = found[0].action
+                focused.call_later(self.run_action, action, focused)
+                return True
             for binding in found:
                 if await self.run_action(binding.action, namespace):
                     return True
@@ -181,9 +201,11 @@ class BastionApp(App[None]):
         """Keep the keys typed from now on until :meth:`release_keys` (a screen switch)."""
         self._holding = True
 
-    def release_keys(self) -> None:
-        """Deliver the held keys, in order, to whatever has focus then."""
+    def release_keys(self, screen: Screen[Any] | None = None) -> None:
+        """Deliver the held keys, in order, to whatever has focus then (on ``screen``, once it
+        is shown, if given)."""
         self._holding = False
+        self._release_to = screen
         self._release_soon()
 
     def _release_soon(self) -> None:
@@ -195,7 +217,7 @@ class BastionApp(App[None]):
                 self._release_soon()
                 return
             event = self._held_keys.popleft()
-            if await self._ancestor_binding(event):
+            if await self._resolve_key(event):
                 continue
             await super().on_event(event)
 

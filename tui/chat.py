@@ -57,6 +57,9 @@ STREAM_INTERVAL_S = 0.045
 class ChatScreen(Screen[None]):
     """Conversations on the left, the chosen one on the right, the composer below."""
 
+    AUTO_FOCUS = "#composer"
+    """The composer has focus from the start (keys typed ahead go there, not to the list)."""
+
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="chat.stop", tooltip="Stop the answer being written"),
         Binding("ctrl+n", "new", "New", id="chat.new", tooltip="Start a new conversation"),

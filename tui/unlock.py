@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
@@ -13,6 +15,16 @@ from textual.widgets import Button, Input, Label, LoadingIndicator, Static
 
 from bastion.app.secrets_input import strength
 from bastion.app.session import ChatSession, KdfParams, RollbackError, UnlockError
+
+
+@runtime_checkable
+class KeyHolder(Protocol):
+    """An app that can hold typed keys while the screen changes (see BastionApp)."""
+
+    def hold_keys(self) -> None: ...
+
+    def release_keys(self) -> None: ...
+
 
 WARNING = (
     "Your passphrase encrypts everything Bastion stores. It cannot be recovered: "
@@ -95,11 +107,20 @@ class UnlockScreen(Screen[None]):
         focused = self.focused
         if self.first_run and focused is not None and focused.id == "pass1":
             self.query_one("#pass2", Input).focus()
-        elif isinstance(focused, Input):
+            return
+        # Keys typed after Enter are for the chat: the app holds them (this runs as the key
+        # is read, before the keys after it are handed to any widget).
+        if isinstance(self.app, KeyHolder):
+            self.app.hold_keys()
+        if isinstance(focused, Input):
             # After the keys already queued for this field: they are part of the passphrase.
             focused.call_later(self._go)
         else:
             self._go()
+
+    def _not_going(self) -> None:
+        if isinstance(self.app, KeyHolder):
+            self.app.release_keys()
 
     @on(Button.Pressed, "#unlock-go")
     def _go(self) -> None:
@@ -107,6 +128,7 @@ class UnlockScreen(Screen[None]):
         error = self.query_one("#unlock-error", Label)
         if not p1.value:
             error.update("Enter a passphrase.")
+            self._not_going()
             return
         if self.first_run:
             p2 = self.query_one("#pass2", Input)
@@ -114,9 +136,11 @@ class UnlockScreen(Screen[None]):
                 error.update("The two passphrases differ.")
                 p2.value = ""
                 p2.focus()
+                self._not_going()
                 return
             if strength(p1.value)[0] == 0:
                 error.update("Too short: use at least 8 characters (12+ or four words is better).")
+                self._not_going()
                 return
         passphrase = bytearray(p1.value.encode("utf-8"))
         for field in self.query(Input):

@@ -260,8 +260,8 @@ class StatusBar(Static):
             parts.append(f"[$error]offline: {self.blocked} attempts blocked[/]")
         else:
             parts.append("offline: 0 attempts blocked")
-        if self.state:
-            parts.append(f"[$accent]{escape(self.state)}[/]")
+        if self.state:  # first: what is happening now must not be cut off at the right
+            parts.insert(0, f"[$accent]{escape(self.state)}[/]")
         return "  │  ".join(parts)
 
 
