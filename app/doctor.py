@@ -40,9 +40,8 @@ def check_files(data: Path) -> list[Check]:
     problems = []
     if _mode(data) & 0o077:
         problems.append(f"{data} is accessible by other users (want 0700)")
-    vault_dir = data / "vault"
-    if vault_dir.exists():
-        problems += file_mode_problems(vault_dir)
+    for name in paths.vault_names():
+        problems += file_mode_problems(paths.vault_dir(name))
     checks.append(
         Check("permissions", FAIL if problems else OK, "; ".join(problems) or "0700 / 0600")
     )
@@ -51,9 +50,13 @@ def check_files(data: Path) -> list[Check]:
         rel = path.relative_to(data)
         if rel.parts[0] == "models":
             continue  # the user's own GGUF files
-        if rel == Path("vault"):
+        if rel in (Path("vault"), Path("vaults")) or (
+            rel.parts[:1] == ("vaults",) and len(rel.parts) == 2 and path.is_dir()
+        ):
             continue
         if rel.parts[0] == "vault" and len(rel.parts) == 2 and rel.name in VAULT_FILES:
+            continue
+        if rel.parts[0] == "vaults" and len(rel.parts) == 3 and rel.name in VAULT_FILES:
             continue
         stray.append(str(rel))
     checks.append(

@@ -67,8 +67,25 @@ class BastionApp(App[None]):
             self.set_keymap(settings.keymap)
         self.last_activity = time.monotonic()
         self.switch_screen(ChatScreen(self.session))
+        self._offer_recovery()
         if self.session.purged_at_unlock:
             self.notify(f"Retention: deleted {self.session.purged_at_unlock} old conversation(s).")
+
+    def _offer_recovery(self) -> None:
+        """A new vault's recovery key, shown once; for a vault without one, the offer."""
+        from bastion.tui.recovery import RecoveryKeyScreen, RecoveryOfferScreen
+
+        if self.session.new_recovery_key:
+            self.push_screen(RecoveryKeyScreen(self.session, self.session.new_recovery_key))
+        elif not self.session.has_recovery_key:
+            self.push_screen(RecoveryOfferScreen(self.session))
+
+    def action_audit(self) -> None:
+        """The open vault's audit log, read-only."""
+        from bastion.tui.audit_view import AuditScreen
+
+        if self.session.unlocked and self._chat_screen() is not None:
+            self.push_screen(AuditScreen(self.session))
 
     def action_lock(self) -> None:
         if not self.session.unlocked:
@@ -131,6 +148,8 @@ class BastionApp(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Lock", "Lock now and forget the key", self.action_lock)
         yield SystemCommand("Help: keys", "Show every key binding", self.action_help)
+        if self.session.unlocked:
+            yield SystemCommand("Audit log", "What happened to this vault", self.action_audit)
         if isinstance(screen, ChatScreen):
             for b in ChatScreen.BINDINGS:
                 if isinstance(b, Binding) and b.action != "stop":
