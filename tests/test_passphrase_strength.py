@@ -43,7 +43,7 @@ def test_describe_has_verdict_crack_time_and_advice() -> None:
 
 def test_weak_refused_unless_insisting() -> None:
     """check_strength refuses a score below 2 unless the user insists."""
-    with pytest.raises(PassphraseError, match="too weak.*--weak-passphrase"):
+    with pytest.raises(PassphraseError, match=r"too weak.*--weak-passphrase"):
         check_strength("letmein123")
     assert check_strength("letmein123", allow_weak=True).score < 2
 
