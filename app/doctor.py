@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bastion.app import model_choice, offline, paths
+from bastion.app import audit, model_choice, offline, paths
 from bastion.models.engine import backend_info
 from bastion.storage import crypto
 from bastion.storage.vault import VAULT_FILES, Vault, VaultError, file_mode_problems
@@ -90,6 +90,17 @@ def check_vault(vault: Vault) -> list[Check]:
     )
     if vault.rollback_warning:
         checks.append(Check("rollback", WARN, vault.rollback_warning))
+    checks.append(
+        Check("recovery key", OK, "set (a second way in, kept by you)")
+        if vault.has_recovery_key
+        else Check("recovery key", WARN, "none: make one with `bastion recovery-key --rotate`")
+    )
+    report = audit.verify(vault.store)
+    checks.append(
+        Check("audit log", OK, f"{report.rows} event(s), chain intact")
+        if report.intact
+        else Check("audit log", FAIL, f"altered at row {report.first_bad}: {report.reason}")
+    )
     return checks
 
 

@@ -430,7 +430,8 @@ class ChatSession:
             self.store,
             "export",
             [conversation_id],
-            [str(k) for k in keys],
+            list(recipients or [])
+            or ([] if passphrase is not None else [str(keys[0])] if keys else []),
             passphrase=passphrase is not None,
             form=form,
             redacted=redact,

@@ -102,6 +102,18 @@ def encryption(
     return recipients, passphrase
 
 
+def recipient_texts(args: argparse.Namespace, vault: Vault, passphrase: str | None) -> list[str]:
+    """The public keys an export was encrypted to, as text (for the audit log's
+    fingerprints): the ``--recipient`` keys, else the vault's own, none with a passphrase."""
+    if passphrase is not None:
+        return []
+    given = getattr(args, "recipient", None)
+    if given:
+        return [str(r).strip() for r in given]
+    identity = transfer.vault_identity(vault.store)
+    return [export_fmt.public_key(identity)] if identity is not None else []
+
+
 def confirm(question: str) -> bool:
     try:
         with open("/dev/tty") as tty:

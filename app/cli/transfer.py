@@ -19,6 +19,7 @@ from bastion.app.cli.common import (
     encryption,
     open_vault,
     read_export,
+    recipient_texts,
 )
 from bastion.storage import export as export_fmt
 from bastion.storage.export import ExportError
@@ -69,7 +70,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             vault.store,
             "export",
             [c["id"] for c in doc["conversations"]],
-            [str(r) for r in recipients],
+            recipient_texts(args, vault, passphrase),
             passphrase=passphrase is not None,
             form=args.format,
             redacted=redaction is not None,
@@ -128,7 +129,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             vault.store,
             "backup",
             [c["id"] for c in doc["conversations"]],
-            [str(r) for r in recipients],
+            recipient_texts(args, vault, passphrase),
             passphrase=passphrase is not None,
         )
     print(f"bastion: backed up {len(doc['conversations'])} conversation(s)", file=sys.stderr)
