@@ -45,6 +45,23 @@ async def unlock(pilot: Pilot, app: BastionApp, passphrase: str = PW) -> None:
     await settle(pilot, app)
 
 
+async def confirm_recovery_key(pilot: Pilot, app: BastionApp) -> str:
+    """On the recovery-key screen shown after creating a vault: tick "written down",
+    continue; returns the key shown."""
+    from textual.widgets import Checkbox
+
+    from bastion.tui.recovery import RecoveryKeyScreen
+
+    screen = app.screen
+    assert isinstance(screen, RecoveryKeyScreen)
+    key = screen.key
+    screen.query_one("#recovery-done", Checkbox).value = True
+    await pilot.pause(0.05)
+    await pilot.click("#recovery-continue")
+    await settle(pilot, app)
+    return key
+
+
 async def send(pilot: Pilot, app: BastionApp, text: str) -> None:
     await pilot.click("#composer")
     await type_text(pilot, text)
