@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bastion.app import model_choice, offline, paths
+from bastion.app import audit, model_choice, offline, paths
 from bastion.models.engine import backend_info
 from bastion.storage import crypto
 from bastion.storage.vault import VAULT_FILES, Vault, VaultError, file_mode_problems
@@ -40,9 +40,8 @@ def check_files(data: Path) -> list[Check]:
     problems = []
     if _mode(data) & 0o077:
         problems.append(f"{data} is accessible by other users (want 0700)")
-    vault_dir = data / "vault"
-    if vault_dir.exists():
-        problems += file_mode_problems(vault_dir)
+    for name in paths.vault_names():
+        problems += file_mode_problems(paths.vault_dir(name))
     checks.append(
         Check("permissions", FAIL if problems else OK, "; ".join(problems) or "0700 / 0600")
     )
@@ -51,9 +50,13 @@ def check_files(data: Path) -> list[Check]:
         rel = path.relative_to(data)
         if rel.parts[0] == "models":
             continue  # the user's own GGUF files
-        if rel == Path("vault"):
+        if rel in (Path("vault"), Path("vaults")) or (
+            rel.parts[:1] == ("vaults",) and len(rel.parts) == 2 and path.is_dir()
+        ):
             continue
         if rel.parts[0] == "vault" and len(rel.parts) == 2 and rel.name in VAULT_FILES:
+            continue
+        if rel.parts[0] == "vaults" and len(rel.parts) == 3 and rel.name in VAULT_FILES:
             continue
         stray.append(str(rel))
     checks.append(
@@ -87,6 +90,17 @@ def check_vault(vault: Vault) -> list[Check]:
     )
     if vault.rollback_warning:
         checks.append(Check("rollback", WARN, vault.rollback_warning))
+    checks.append(
+        Check("recovery key", OK, "set (a second way in, kept by you)")
+        if vault.has_recovery_key
+        else Check("recovery key", WARN, "none: make one with `bastion recovery-key --rotate`")
+    )
+    report = audit.verify(vault.store)
+    checks.append(
+        Check("audit log", OK, f"{report.rows} event(s), chain intact")
+        if report.intact
+        else Check("audit log", FAIL, f"altered at row {report.first_bad}: {report.reason}")
+    )
     return checks
 
 

@@ -49,6 +49,14 @@ def close_engines() -> None:
 atexit.register(close_engines)
 
 
+def forget_kv_state() -> None:
+    """Clear the KV cache and saved prefixes of every loaded engine (lock, vault switch):
+    nothing computed from one vault's content stays in memory; the weights stay loaded."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.clear_cache()
+
+
 def load_engine(info: ModelInfo, load: LoadSettings | None = None) -> Engine:
     """The engine for ``info``, loaded once per process and load settings (blocking)."""
     load = load or LoadSettings()

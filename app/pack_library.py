@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bastion.app import packs
+from bastion.app import audit, packs
 from bastion.app.packs import Pack, Trust
 from bastion.storage.schema import PackRecord, SourceChunk
 from bastion.storage.store import NotFoundError, Store
@@ -30,6 +30,7 @@ def trust_key(store: Store, public_key: str, name: str) -> None:
     keys = trusted_keys(store)
     keys[public_key.strip()] = name
     store.set_setting(TRUSTED_KEYS, keys)
+    audit.record(store, "pack.trust", key=audit.fingerprint(public_key))
 
 
 def untrust_key(store: Store, public_key: str) -> None:
@@ -37,6 +38,7 @@ def untrust_key(store: Store, public_key: str) -> None:
     if keys.pop(public_key.strip(), None) is None:
         raise NotFoundError("that key is not trusted")
     store.set_setting(TRUSTED_KEYS, keys)
+    audit.record(store, "pack.untrust", key=audit.fingerprint(public_key))
 
 
 def source_chunks(pack: Pack) -> list[SourceChunk]:
@@ -162,3 +164,22 @@ def plan_import(store: Store, pack: Pack) -> ImportPlan:
 def apply_import(store: Store, plan: ImportPlan) -> None:
     signer = plan.signer if plan.trust is Trust.VERIFIED else None
     save(store, plan.pack, signer)
+    audit.record(
+        store,
+        "pack.import",
+        pack=plan.pack.id[:200],
+        version=plan.pack.version[:200],
+        trust=plan.trust.value,
+        action=plan.action,
+    )
+
+
+def remove(store: Store, pack_id: str) -> None:
+    """Remove an installed pack (and its indexed references).
+
+    Raises:
+        NotFoundError: no such pack.
+    """
+    record = store.get_pack(pack_id)
+    store.remove_pack(pack_id)
+    audit.record(store, "pack.remove", pack=pack_id[:200], version=record.version[:200])

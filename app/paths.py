@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import platformdirs
@@ -10,6 +11,14 @@ import platformdirs
 from bastion.storage.vault import DB_NAME, HEADER_NAME
 
 APP = "bastion"
+DEFAULT_VAULT = "default"
+VAULT_ENV = "BASTION_VAULT"
+_VAULT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_selected: str | None = None
+
+
+class VaultNameError(ValueError):
+    """Not a usable vault name."""
 
 
 def _dir(env: str, default: Path) -> Path:
@@ -37,9 +46,63 @@ def models_dir() -> Path:
     return data_dir() / "models"
 
 
-def vault_dir() -> Path:
-    """The vault's folder (``vault.hdr``, ``vault.db``, ``vault.lock``)."""
-    return data_dir() / "vault"
+def select_vault(name: str | None) -> None:
+    """Make ``name`` the vault of this process (the CLI's ``--vault``); None: back to
+    ``$BASTION_VAULT`` or the default one."""
+    global _selected
+    _selected = check_vault_name(name) if name is not None else None
+
+
+def check_vault_name(name: str) -> str:
+    """``name`` if it can name a vault: 1-64 letters, digits, ``.``, ``_``, ``-``, starting
+    with a letter or digit.
+
+    Raises:
+        VaultNameError: it cannot.
+    """
+    if not _VAULT_NAME.fullmatch(name):
+        raise VaultNameError(
+            f"bad vault name {name[:70]!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def vault_name(name: str | None = None) -> str:
+    """The vault meant: ``name``, else the one selected (``--vault``), else
+    ``$BASTION_VAULT``, else ``default``."""
+    return check_vault_name(name or _selected or os.environ.get(VAULT_ENV) or DEFAULT_VAULT)
+
+
+def vault_dir(name: str | None = None) -> Path:
+    """The folder of a vault (``vault.hdr``, ``vault.db``, ``vault.lock``): the one place
+    it is derived. ``default`` lives in ``<data>/vault`` (where single-vault versions kept
+    it), every other name in ``<data>/vaults/NAME``.
+
+    A vault's name is its folder's name, visible to anyone who sees the disk: a code
+    ("client-017") is safer than a client's name.
+    """
+    chosen = vault_name(name)
+    if chosen == DEFAULT_VAULT:
+        return data_dir() / "vault"
+    return data_dir() / "vaults" / chosen
+
+
+def vault_names() -> list[str]:
+    """The vaults that exist (a header or a database in their folder), ``default`` first."""
+    names = [DEFAULT_VAULT] if vault_started(vault_dir(DEFAULT_VAULT)) else []
+    parent = data_dir() / "vaults"
+    if parent.is_dir():
+        for entry in sorted(parent.iterdir(), key=lambda p: p.name):
+            if (
+                entry.is_dir()
+                and not entry.is_symlink()
+                and _VAULT_NAME.fullmatch(entry.name)
+                and entry.name != DEFAULT_VAULT
+                and vault_started(entry)
+            ):
+                names.append(entry.name)
+    return names
 
 
 def vault_exists(folder: Path | None = None) -> bool:

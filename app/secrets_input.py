@@ -8,6 +8,9 @@ from __future__ import annotations
 import getpass
 import os
 import warnings
+from dataclasses import dataclass
+
+from zxcvbn import zxcvbn
 
 
 class PassphraseError(Exception):
@@ -67,20 +70,65 @@ def read_passphrase(
     return value
 
 
-def strength(passphrase: str) -> tuple[int, str]:
-    """A rough 0-4 score and a hint, for feedback while the user types (no dictionary)."""
-    n = len(passphrase)
-    classes = sum(
-        any(f(c) for c in passphrase)
-        for f in (str.islower, str.isupper, str.isdigit, lambda c: not c.isalnum())
+MIN_SCORE = 2
+"""zxcvbn scores below this are refused unless the user insists (``--weak-passphrase``)."""
+_ESTIMATE_LENGTH = 100  # zxcvbn's matching grows with length; the rest adds only strength
+
+
+@dataclass(frozen=True)
+class Strength:
+    """zxcvbn's estimate of a passphrase."""
+
+    score: int
+    """0 (guessed at once) to 4 (very strong)."""
+    crack_time: str
+    """How long an offline attacker at 10,000 guesses per second would need, in words."""
+    warning: str
+    suggestions: tuple[str, ...]
+
+    @property
+    def acceptable(self) -> bool:
+        return self.score >= MIN_SCORE
+
+    @property
+    def label(self) -> str:
+        return ("very weak", "weak", "fair", "good", "strong")[self.score]
+
+    def describe(self) -> str:
+        """One line: the verdict, the crack-time estimate, zxcvbn's warning and first hint."""
+        parts = [f"{self.label} (cracked in {self.crack_time})"]
+        parts += [t for t in (self.warning, *self.suggestions[:1]) if t]
+        return "; ".join(parts)
+
+
+def strength(passphrase: str | bytes | bytearray) -> Strength:
+    """zxcvbn's score, crack-time estimate and suggestions (dictionaries, keyboard patterns,
+    repeats, dates and l33t substitutions are all recognised)."""
+    if isinstance(passphrase, bytes | bytearray):
+        passphrase = bytes(passphrase).decode("utf-8", "replace")
+    if not passphrase:
+        return Strength(0, "no time", "", ("Choose a passphrase.",))
+    result = zxcvbn(passphrase[:_ESTIMATE_LENGTH], max_length=_ESTIMATE_LENGTH)
+    score = int(result["score"])
+    feedback = result.get("feedback") or {}
+    return Strength(
+        score=score,
+        crack_time=str(result["crack_times_display"]["offline_slow_hashing_1e4_per_second"]),
+        warning=str(feedback.get("warning") or ""),
+        suggestions=tuple(str(x) for x in feedback.get("suggestions") or ()),
     )
-    words = len(passphrase.split())
-    if n < 8:
-        return 0, "too short: use at least 12 characters, or four random words"
-    if n < 12 and classes < 3:
-        return 1, "weak: longer is stronger; try four or more random words"
-    if n < 16 and words < 4:
-        return 2, "fair: a few more characters or words would help"
-    if n < 24 and words < 5:
-        return 3, "good"
-    return 4, "strong"
+
+
+def check_strength(passphrase: str | bytes | bytearray, *, allow_weak: bool = False) -> Strength:
+    """Refuse a passphrase zxcvbn scores below :data:`MIN_SCORE`, unless ``allow_weak``.
+
+    Raises:
+        PassphraseError: too weak (the message has zxcvbn's reason and a suggestion).
+    """
+    verdict = strength(passphrase)
+    if not verdict.acceptable and not allow_weak:
+        raise PassphraseError(
+            f"passphrase too weak: {verdict.describe()}; choose a stronger one "
+            "(or insist with --weak-passphrase)"
+        )
+    return verdict

@@ -7,6 +7,7 @@ Incognito conversations live only in this object's memory and are never written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import uuid
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bastion.app import model_choice, pack_library, paths, transfer, turn
+from bastion.app import audit, model_choice, pack_library, paths, transfer, turn
 from bastion.app.pack_library import InstalledPack
 from bastion.app.packs import Pack
 from bastion.app.settings import AppSettings
@@ -127,6 +128,9 @@ class ChatSession:
         self.pack: Pack | None = None
         """The domain pack of the current conversation, if any."""
         self.purged_at_unlock = 0
+        self.new_recovery_key: str | None = None
+        """A recovery key just made (new vault, or a first one offered): the UI shows it
+        once, then calls :meth:`forget_recovery_key`."""
 
     @classmethod
     def ephemeral(cls) -> ChatSession:
@@ -152,6 +156,43 @@ class ChatSession:
         return paths.vault_exists(self.folder)
 
     @property
+    def vault_name(self) -> str:
+        """The name of the vault this session works on (its folder's name)."""
+        for name in paths.vault_names() or [paths.DEFAULT_VAULT]:
+            if paths.vault_dir(name) == self.folder:
+                return name
+        return self.folder.name
+
+    def select_vault(self, name: str) -> None:
+        """Work on vault ``name`` from now on (locked). Switching locks the current vault,
+        which drops every KV state and decrypted state of it from memory.
+
+        Raises:
+            VaultNameError: not a usable name.
+        """
+        folder = paths.vault_dir(name)
+        if folder != self.folder:
+            self.lock()
+            self.folder = folder
+
+    @property
+    def has_recovery_key(self) -> bool:
+        return self.vault is not None and self.vault.is_open and self.vault.has_recovery_key
+
+    def add_recovery_key(self) -> str:
+        """Make a recovery key for a vault that has none (or replace it); returned and kept in
+        :attr:`new_recovery_key` until :meth:`forget_recovery_key`."""
+        if self.vault is None or not self.vault.is_open:
+            raise LockedError("the vault is locked")
+        had = self.vault.has_recovery_key
+        self.new_recovery_key = self.vault.rotate_recovery_key()
+        audit.record(self.store, "recovery_key.rotate", replaced=had)
+        return self.new_recovery_key
+
+    def forget_recovery_key(self) -> None:
+        self.new_recovery_key = None
+
+    @property
     def unlocked(self) -> bool:
         return self._memory is not None or (self.vault is not None and self.vault.is_open)
 
@@ -161,6 +202,10 @@ class ChatSession:
             self.vault = Vault.create(self.folder, passphrase, kdf)
         finally:
             crypto.wipe(passphrase)
+        self.new_recovery_key = self.vault.new_recovery_key
+        self.vault.new_recovery_key = None
+        audit.record(self.store, "vault.create", recovery_key=self.new_recovery_key is not None)
+        audit.record(self.store, "unlock", via="tui", failed_before=0)
         self._after_unlock()
 
     def unlock(self, passphrase: bytearray, *, accept_rollback: bool = False) -> None:
@@ -168,6 +213,9 @@ class ChatSession:
             self.vault = Vault.open(self.folder, passphrase, accept_rollback=accept_rollback)
         finally:
             crypto.wipe(passphrase)
+        audit.record(self.store, "unlock", via="tui", failed_before=self.vault.failed_unlocks)
+        if self.vault.rollback_warning:
+            audit.record(self.store, "rollback.accepted")
         self._after_unlock()
 
     def _after_unlock(self) -> None:
@@ -180,17 +228,29 @@ class ChatSession:
         if self.settings.retention_days:
             cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
             self.purged_at_unlock = self.store.delete_older_than(cutoff)
+            if self.purged_at_unlock:
+                audit.record(
+                    self.store,
+                    "retention.delete",
+                    count=self.purged_at_unlock,
+                    days=self.settings.retention_days,
+                )
 
     def lock(self) -> None:
-        """Close the vault (wiping its key), forget decrypted state and the KV cache."""
+        """Close the vault (wiping its key), forget decrypted state and every KV cache."""
+        if self.vault is not None and self.vault.is_open:
+            with contextlib.suppress(Exception):  # a full disk must not keep the vault open
+                audit.record(self.vault.store, "lock", via="tui")
         if self.vault is not None:
             self.vault.close()
         self.vault = None
         self.conversation = None
         self.thread = []
         self.pack = None
+        self.new_recovery_key = None
         if self.engine is not None:
             self.engine.clear_cache()
+        model_choice.forget_kv_state()
 
     @property
     def store(self) -> Store:
@@ -206,8 +266,13 @@ class ChatSession:
         return self.vault.store
 
     def save_settings(self, settings: AppSettings) -> None:
+        old = self.settings.model_dump(mode="json")
+        new = settings.model_dump(mode="json")
         self.settings = settings
-        self.store.set_setting(SETTINGS_KEY, settings.model_dump(mode="json"))
+        self.store.set_setting(SETTINGS_KEY, new)
+        changed = sorted(k for k in new if old.get(k) != new[k])
+        if changed:
+            audit.record(self.store, "settings.change", keys=changed)
 
     # -- model ----------------------------------------------------------------
 
@@ -220,6 +285,13 @@ class ChatSession:
         info = info or self.model_for_conversation()
         self.engine = model_choice.load_engine(info, self.settings.load)
         self.model = info
+        if audit.enabled(self.store):
+            audit.record(
+                self.store,
+                "model.load",
+                file=info.path.name[:200],
+                sha256=model_choice.model_sha256(info),
+            )
         conv = self.conversation
         if conv is not None and conv.id != INCOGNITO_ID:
             self.store.update_conversation(
@@ -296,6 +368,7 @@ class ChatSession:
 
     def delete_conversation(self, conversation_id: str) -> None:
         self.store.delete_conversation(conversation_id)
+        audit.record(self.store, "conversation.delete", conversation=conversation_id)
         if self.conversation and self.conversation.id == conversation_id:
             self.conversation = None
             self.thread = []
@@ -307,6 +380,9 @@ class ChatSession:
             return
         self.store.delete_message(message_id)
         assert self.conversation is not None
+        audit.record(
+            self.store, "message.delete", conversation=self.conversation.id, message=message_id
+        )
         self.thread = self.store.thread(self.conversation.id)
 
     def search(self, query: str) -> list[SearchHit]:
@@ -359,6 +435,16 @@ class ChatSession:
             transfer.render(doc, form), recipients=keys, passphrase=passphrase
         )
         export_fmt.write_encrypted(out, blob)
+        transfer.record_export(
+            self.store,
+            "export",
+            [conversation_id],
+            list(recipients or [])
+            or ([] if passphrase is not None else [str(keys[0])] if keys else []),
+            passphrase=passphrase is not None,
+            form=form,
+            redacted=redact,
+        )
 
     def import_file(self, path: Path, passphrase: str | None = None) -> int:
         """Add the conversations of an export as new ones; returns how many."""
@@ -372,7 +458,9 @@ class ChatSession:
         plain = export_fmt.decrypt(
             data, identities=[identity] if identity else [], passphrase=passphrase
         )
-        return len(transfer.import_conversations(self.store, export_fmt.parse_document(plain)))
+        ids = transfer.import_conversations(self.store, export_fmt.parse_document(plain))
+        transfer.record_import(self.store, "import", data, ids, header)
+        return len(ids)
 
     # -- branches -------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bastion.app import pack_library, packs
+from bastion.app import audit, pack_library, packs
 from bastion.storage import export as fmt
 from bastion.storage.schema import Conversation, Message, MessageMeta
 from bastion.storage.store import NotFoundError, Store
@@ -28,6 +28,42 @@ def ensure_identity(store: Store) -> Any:
         identity = fmt.new_identity()
         store.set_setting(IDENTITY_KEY, fmt.identity_text(identity))
     return identity
+
+
+def record_export(
+    store: Store,
+    event: str,
+    conversation_ids: list[str],
+    recipients: list[str],
+    *,
+    passphrase: bool,
+    **extra: Any,
+) -> None:
+    """Audit an export or a backup: which conversations, to whom (key fingerprints)."""
+    audit.record(
+        store,
+        event,
+        conversations=conversation_ids,
+        recipients=[audit.fingerprint(r) for r in recipients],
+        passphrase=passphrase,
+        **extra,
+    )
+
+
+def record_import(
+    store: Store, event: str, data: bytes, new_ids: list[str], header: fmt.AgeHeader
+) -> None:
+    """Audit an import or a restore: the file's SHA-256 (its origin), how it was encrypted,
+    and its authenticity (every conversation's hash chain was verified before it was
+    added; an altered one is refused, so nothing unverified is recorded as imported)."""
+    audit.record(
+        store,
+        event,
+        origin_sha256=audit.file_sha256(data),
+        encryption="passphrase" if "scrypt" in header.kinds else "recipient",
+        authenticity="hash-chain-verified",
+        conversations=new_ids,
+    )
 
 
 def _message_dict(m: Message, redaction: fmt.Redaction | None) -> dict[str, Any]:

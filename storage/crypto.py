@@ -17,10 +17,28 @@ Header, version 1 (138 bytes, integers big-endian)::
     counter  8  rollback counter, also recorded inside the database
     mac     32  HMAC-SHA256(HKDF(data_key, "header-mac"), every byte above)
 
+Header, version 2 (274 bytes): version 1 with a second way in, the recovery slot, between
+``wrapped`` and ``counter``::
+
+    rsalt   16  salt of the recovery key's HKDF
+    rnonce  12
+    rwrapped 48 AES-256-GCM(rkek, rnonce, data_key, aad = magic|version|"recovery"|rsalt|rnonce)
+    enonce  12
+    escrow  48  AES-256-GCM(HKDF(data_key, "recovery-escrow"), enonce, rkek,
+                aad = magic|version|"escrow"|rsalt)
+
+``rkek = HKDF(recovery_key, rsalt, "bastion/recovery-kek")``: the recovery key carries 160
+random bits, so it needs no slow KDF. The recovery slot's associated data does not cover the
+passphrase slot, so changing the passphrase keeps the slot as it is; the escrow (the
+recovery KEK under the data key) lets a re-key wrap a new data key for the same recovery key.
+A vault without a recovery key keeps the version-1 layout.
+
 The wrapped key's associated data is the whole prefix (magic to nonce), so any change of
 the KDF parameters, a downgrade included, makes unwrapping fail. The counter changes on
 every session without re-running the KDF, so it is authenticated by a MAC under a subkey of
-the data key instead. Every failure reads the same: wrong passphrase or damaged header.
+the data key instead; the MAC covers every byte before it, both slots included, so a
+changed byte breaks both ways in. Every failure reads the same: wrong passphrase (or
+recovery key) or damaged header.
 """
 
 from __future__ import annotations
@@ -39,6 +57,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MAGIC = b"BASTVLT1"
 VERSION = 1
+VERSION_RECOVERY = 2
 KDF_ARGON2ID = 1
 KEY_SIZE = 32
 SALT_SIZE = 16
@@ -48,7 +67,10 @@ _PREFIX = struct.Struct(">8sBBIII16s12s")  # magic .. nonce
 _WRAPPED_SIZE = KEY_SIZE + 16
 _COUNTER = struct.Struct(">Q")
 _MAC_SIZE = 32
+_RECOVERY = struct.Struct(f">16s12s{_WRAPPED_SIZE}s12s{_WRAPPED_SIZE}s")
 HEADER_SIZE = _PREFIX.size + _WRAPPED_SIZE + _COUNTER.size + _MAC_SIZE
+HEADER_SIZES = {VERSION: HEADER_SIZE, VERSION_RECOVERY: HEADER_SIZE + _RECOVERY.size}
+RECOVERY_SECRET_SIZE = 20
 
 # Bounds a header may ask for: below the floor is too weak to accept, above the ceiling a
 # hostile header could make unlocking take gigabytes or minutes.
@@ -61,8 +83,8 @@ MAX_LANES = 8
 class UnlockError(Exception):
     """Wrong passphrase or damaged header: deliberately one opaque error."""
 
-    def __init__(self) -> None:
-        super().__init__("wrong passphrase or damaged vault header")
+    def __init__(self, what: str = "passphrase") -> None:
+        super().__init__(f"wrong {what} or damaged vault header")
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,28 @@ class KdfParams:
 
 
 @dataclass(frozen=True)
+class RecoverySlot:
+    """The data key wrapped a second time, under the recovery key (header version 2)."""
+
+    salt: bytes
+    nonce: bytes
+    wrapped: bytes
+    escrow_nonce: bytes
+    escrow: bytes
+
+    def pack(self) -> bytes:
+        return _RECOVERY.pack(self.salt, self.nonce, self.wrapped, self.escrow_nonce, self.escrow)
+
+    @property
+    def aad(self) -> bytes:
+        return MAGIC + bytes([VERSION_RECOVERY]) + b"recovery" + self.salt + self.nonce
+
+    @property
+    def escrow_aad(self) -> bytes:
+        return MAGIC + bytes([VERSION_RECOVERY]) + b"escrow" + self.salt
+
+
+@dataclass(frozen=True)
 class Header:
     """A parsed, verified header."""
 
@@ -89,12 +133,24 @@ class Header:
     nonce: bytes
     wrapped: bytes
     counter: int
+    recovery: RecoverySlot | None = None
+
+    @property
+    def version(self) -> int:
+        return VERSION if self.recovery is None else VERSION_RECOVERY
 
     @property
     def prefix(self) -> bytes:
         k = self.kdf
         return _PREFIX.pack(
-            MAGIC, VERSION, KDF_ARGON2ID, k.memory_kib, k.passes, k.lanes, self.salt, self.nonce
+            MAGIC,
+            self.version,
+            KDF_ARGON2ID,
+            k.memory_kib,
+            k.passes,
+            k.lanes,
+            self.salt,
+            self.nonce,
         )
 
 
@@ -132,6 +188,99 @@ def _mac(data_key: bytes | bytearray, body: bytes) -> bytes:
     return hmac.new(subkey(data_key, "header-mac"), body, sha256).digest()
 
 
+@dataclass(frozen=True)
+class PassphraseSlot:
+    """What wrapping the data key under a passphrase needs: the KEK (Argon2id already run)
+    and the parameters it was derived with."""
+
+    kek: bytearray
+    kdf: KdfParams
+    salt: bytes
+
+
+def passphrase_slot(
+    passphrase: bytes | bytearray, kdf: KdfParams | None = None, *, salt: bytes | None = None
+) -> PassphraseSlot:
+    """Run the KDF for a new passphrase (the slow step), with a fresh salt unless given."""
+    kdf = kdf or KdfParams()
+    kdf.check()
+    salt = salt if salt is not None else os.urandom(SALT_SIZE)
+    return PassphraseSlot(bytearray(derive_kek(passphrase, salt, kdf)), kdf, salt)
+
+
+def recovery_kek(secret: bytes | bytearray, salt: bytes) -> bytes:
+    """The recovery slot's key-encryption key from the recovery key's random bits (HKDF)."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_SIZE, salt=salt, info=b"bastion/recovery-kek"
+    ).derive(bytes(secret))
+
+
+def recovery_slot(
+    data_key: bytes | bytearray,
+    rkek: bytes,
+    *,
+    salt: bytes,
+    nonce: bytes | None = None,
+    escrow_nonce: bytes | None = None,
+) -> RecoverySlot:
+    """Wrap ``data_key`` under the recovery KEK, and escrow that KEK under the data key."""
+    nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
+    escrow_nonce = escrow_nonce if escrow_nonce is not None else os.urandom(NONCE_SIZE)
+    draft = RecoverySlot(salt, nonce, b"", escrow_nonce, b"")
+    wrapped = AESGCM(rkek).encrypt(nonce, bytes(data_key), draft.aad)
+    escrow = AESGCM(subkey(data_key, "recovery-escrow")).encrypt(
+        escrow_nonce, rkek, draft.escrow_aad
+    )
+    return RecoverySlot(salt, nonce, wrapped, escrow_nonce, escrow)
+
+
+def new_recovery(
+    data_key: bytes | bytearray, *, secret: bytes | None = None, salt: bytes | None = None
+) -> tuple[bytearray, RecoverySlot]:
+    """A fresh recovery key's random bits and the slot that opens ``data_key`` with them."""
+    raw = bytearray(secret if secret is not None else os.urandom(RECOVERY_SECRET_SIZE))
+    salt = salt if salt is not None else os.urandom(SALT_SIZE)
+    return raw, recovery_slot(data_key, recovery_kek(raw, salt), salt=salt)
+
+
+def rewrap_recovery(
+    slot: RecoverySlot, old_key: bytes | bytearray, new_key: bytes | bytearray
+) -> RecoverySlot:
+    """The same recovery key's slot for a new data key (for a re-key): the recovery KEK is
+    taken from the escrow under the old data key.
+
+    Raises:
+        UnlockError: the escrow does not open with ``old_key``.
+    """
+    try:
+        rkek = AESGCM(subkey(old_key, "recovery-escrow")).decrypt(
+            slot.escrow_nonce, slot.escrow, slot.escrow_aad
+        )
+    except InvalidTag:
+        raise UnlockError() from None
+    return recovery_slot(new_key, rkek, salt=slot.salt)
+
+
+def write_header(
+    data_key: bytes | bytearray,
+    slot: PassphraseSlot,
+    recovery: RecoverySlot | None,
+    counter: int,
+    *,
+    nonce: bytes | None = None,
+) -> bytes:
+    """The one header writer: ``data_key`` wrapped under the passphrase slot and, when
+    given, the recovery slot (version 2; version 1 without), the counter, the MAC."""
+    nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
+    header = Header(
+        kdf=slot.kdf, salt=slot.salt, nonce=nonce, wrapped=b"", counter=counter, recovery=recovery
+    )
+    prefix = header.prefix
+    wrapped = AESGCM(bytes(slot.kek)).encrypt(nonce, bytes(data_key), prefix)
+    body = prefix + wrapped + (recovery.pack() if recovery is not None else b"")
+    return _with_counter(body, data_key, counter)
+
+
 def seal(
     passphrase: bytes | bytearray,
     data_key: bytes | bytearray,
@@ -140,17 +289,11 @@ def seal(
     *,
     salt: bytes | None = None,
     nonce: bytes | None = None,
+    recovery: RecoverySlot | None = None,
 ) -> bytes:
-    """A new header wrapping ``data_key`` under ``passphrase``."""
-    kdf = kdf or KdfParams()
-    kdf.check()
-    salt = salt if salt is not None else os.urandom(SALT_SIZE)
-    nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
-    header = Header(kdf=kdf, salt=salt, nonce=nonce, wrapped=b"", counter=counter)
-    prefix = header.prefix
-    kek = derive_kek(passphrase, salt, kdf)
-    wrapped = AESGCM(kek).encrypt(nonce, bytes(data_key), prefix)
-    return _with_counter(prefix + wrapped, data_key, counter)
+    """A new header wrapping ``data_key`` under ``passphrase`` (and ``recovery``)."""
+    slot = passphrase_slot(passphrase, kdf, salt=salt)
+    return write_header(data_key, slot, recovery, counter, nonce=nonce)
 
 
 def _with_counter(body: bytes, data_key: bytes | bytearray, counter: int) -> bytes:
@@ -159,11 +302,12 @@ def _with_counter(body: bytes, data_key: bytes | bytearray, counter: int) -> byt
 
 
 def parse(blob: bytes) -> Header:
-    """Parse a header without verifying it. Raises UnlockError if it is malformed."""
-    if len(blob) != HEADER_SIZE:
+    """Parse a header (version 1 or 2) without verifying it. Raises UnlockError if it is
+    malformed."""
+    if len(blob) not in HEADER_SIZES.values() or len(blob) < _PREFIX.size:
         raise UnlockError()
     magic, version, kdf_id, memory, passes, lanes, salt, nonce = _PREFIX.unpack_from(blob)
-    if magic != MAGIC or version != VERSION or kdf_id != KDF_ARGON2ID:
+    if magic != MAGIC or HEADER_SIZES.get(version) != len(blob) or kdf_id != KDF_ARGON2ID:
         raise UnlockError()
     kdf = KdfParams(memory, passes, lanes)
     try:
@@ -172,12 +316,32 @@ def parse(blob: bytes) -> Header:
         raise UnlockError() from None
     at = _PREFIX.size
     wrapped = blob[at : at + _WRAPPED_SIZE]
-    (counter,) = _COUNTER.unpack_from(blob, at + _WRAPPED_SIZE)
-    return Header(kdf=kdf, salt=salt, nonce=nonce, wrapped=wrapped, counter=counter)
+    at += _WRAPPED_SIZE
+    recovery = None
+    if version == VERSION_RECOVERY:
+        recovery = RecoverySlot(*_RECOVERY.unpack_from(blob, at))
+        at += _RECOVERY.size
+    (counter,) = _COUNTER.unpack_from(blob, at)
+    return Header(
+        kdf=kdf, salt=salt, nonce=nonce, wrapped=wrapped, counter=counter, recovery=recovery
+    )
 
 
 def unseal(blob: bytes, passphrase: bytes | bytearray) -> tuple[bytearray, Header]:
     """Verify a header and return the data key and the parsed header.
+
+    Raises:
+        UnlockError: wrong passphrase, or any byte of the header changed.
+    """
+    data_key, header, _ = open_slot(blob, passphrase)
+    return data_key, header
+
+
+def open_slot(
+    blob: bytes, passphrase: bytes | bytearray
+) -> tuple[bytearray, Header, PassphraseSlot]:
+    """:func:`unseal`, also returning the passphrase slot (its KEK), so that the header can
+    be written again (new recovery key, new counter, re-key) without asking again.
 
     Raises:
         UnlockError: wrong passphrase, or any byte of the header changed.
@@ -189,6 +353,26 @@ def unseal(blob: bytes, passphrase: bytes | bytearray) -> tuple[bytearray, Heade
     except InvalidTag:
         raise UnlockError() from None
     verify_mac(blob, data_key)
+    return data_key, header, PassphraseSlot(bytearray(kek), header.kdf, header.salt)
+
+
+def unseal_recovery(blob: bytes, secret: bytes | bytearray) -> tuple[bytearray, Header]:
+    """Verify a header with the recovery key's random bits instead of the passphrase.
+
+    Raises:
+        UnlockError: no recovery slot, wrong recovery key, or any byte of the header changed.
+    """
+    try:
+        header = parse(blob)
+        slot = header.recovery
+        if slot is None:
+            raise UnlockError()
+        data_key = bytearray(
+            AESGCM(recovery_kek(secret, slot.salt)).decrypt(slot.nonce, slot.wrapped, slot.aad)
+        )
+        verify_mac(blob, data_key)
+    except (InvalidTag, UnlockError):
+        raise UnlockError("recovery key") from None
     return data_key, header
 
 
@@ -204,5 +388,5 @@ def verify_mac(blob: bytes, data_key: bytes | bytearray) -> Header:
 def with_counter(blob: bytes, data_key: bytes | bytearray, counter: int) -> bytes:
     """The same header with a new rollback counter (the KDF is not run again)."""
     verify_mac(blob, data_key)
-    body = blob[: _PREFIX.size + _WRAPPED_SIZE]
+    body = blob[: -(_COUNTER.size + _MAC_SIZE)]
     return _with_counter(body, data_key, counter)

@@ -103,6 +103,26 @@ def m002_pack_chunks(db: Database) -> None:
 
 
 @migrations()
+def m003_audit(db: Database) -> None:
+    # The audit log (storage.audit): ids and numbers only, each row MAC-chained to the one
+    # before; triggers keep it append-only. No foreign keys: deleting a conversation keeps
+    # the rows that name it.
+    db.execute(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL, "
+        "data TEXT NOT NULL, mac TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX audit_at ON audit (at)")
+    db.execute(
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+    )
+
+
+@migrations()
 def m005_kv_states(db: Database) -> None:
     # Evaluated KV states of packs' fixed prefixes, so the first pack conversation after a
     # restart does not prefill the system prompt and examples again. Inside the encrypted

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
@@ -30,6 +30,9 @@ from bastion.storage.schema import (
     SearchHit,
     SourceChunk,
 )
+
+if TYPE_CHECKING:
+    from bastion.storage.audit import AuditLog
 
 
 def _meta(raw: str | None) -> MessageMeta:
@@ -92,6 +95,8 @@ class Store:
         self.conn = conn
         self.db = Database(conn)
         self.lock = threading.RLock()
+        self.audit: AuditLog | None = None
+        """The audit log, set by the vault once it knows the key (None in memory stores)."""
         # sqlite3 and sqlcipher3 have distinct (but parallel) exception hierarchies.
         module = sys.modules[type(conn).__module__]
         self._db_error: type[Exception] = getattr(module, "Error", sqlite3.Error)

@@ -2,10 +2,13 @@
 
 Files in the vault folder (0700)::
 
-    vault.hdr   the data key wrapped under the passphrase (see storage.crypto), 0600
+    vault.hdr   the data key wrapped under the passphrase and the recovery key
+                (see storage.crypto), 0600
     vault.db    SQLCipher 4 database keyed with a subkey of the data key, 0600
     vault.db-wal, vault.db-shm   SQLite's (encrypted page images; empty after close)
     vault.lock  held with flock while a Bastion process has the vault open
+    vault.failed  how many unlock attempts failed since the last unlock (a number, 0600;
+                the next unlock records it in the audit log and removes the file)
 
 Rollback detection: the header and the database both record a counter that is raised at
 every open and every close (database first, then header). The database behind its header
@@ -25,15 +28,25 @@ from typing import Any
 
 import sqlcipher3
 
-from bastion.storage import crypto
+from bastion.storage import crypto, recovery_key
+from bastion.storage.audit import AuditLog
 from bastion.storage.files import atomic_write
 from bastion.storage.store import Store
 
 HEADER_NAME = "vault.hdr"
 DB_NAME = "vault.db"
 LOCK_NAME = "vault.lock"
+FAILED_NAME = "vault.failed"
 VAULT_FILES = frozenset(
-    {HEADER_NAME, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", LOCK_NAME}
+    {
+        HEADER_NAME,
+        DB_NAME,
+        f"{DB_NAME}-wal",
+        f"{DB_NAME}-shm",
+        f"{DB_NAME}-journal",
+        LOCK_NAME,
+        FAILED_NAME,
+    }
 )
 
 # Each is checked after it is set; a mismatch refuses the open.
@@ -71,6 +84,7 @@ class VaultMissingError(VaultError):
 
 
 UnlockError = crypto.UnlockError
+RecoveryKeyError = recovery_key.RecoveryKeyError
 
 
 def _as_bytes(passphrase: str | bytes | bytearray) -> bytearray:
@@ -95,8 +109,35 @@ class VaultPaths:
     def lock(self) -> Path:
         return self.folder / LOCK_NAME
 
+    @property
+    def failed(self) -> Path:
+        return self.folder / FAILED_NAME
+
     def exists(self) -> bool:
         return self.header.exists() or self.db.exists()
+
+
+def _failed_count(paths: VaultPaths) -> int:
+    try:
+        with open(paths.failed, "rb") as f:
+            text = f.read(24)
+        return max(0, int(text.decode("ascii").strip() or 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def _count_failure(paths: VaultPaths) -> None:
+    """One more failed unlock (held under the vault lock)."""
+    with contextlib.suppress(OSError):  # a full disk must not hide the unlock error
+        atomic_write(paths.failed, str(_failed_count(paths) + 1).encode("ascii"))
+
+
+def _take_failures(paths: VaultPaths) -> int:
+    """The failed unlocks since the last unlock, and start counting again."""
+    n = _failed_count(paths)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(paths.failed)
+    return n
 
 
 def _acquire_lock(path: Path) -> int:
@@ -161,7 +202,12 @@ class Vault:
         self._key = bytearray()
         self._lock_fd = -1
         self._header = b""
+        self._slot: crypto.PassphraseSlot | None = None
         self.rollback_warning: str | None = None
+        self.failed_unlocks = 0
+        """Failed unlock attempts between the previous unlock and this one."""
+        self.new_recovery_key: str | None = None
+        """The recovery key made by :meth:`create` (to show once, then forget)."""
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -171,8 +217,13 @@ class Vault:
         folder: Path,
         passphrase: str | bytes | bytearray,
         kdf: crypto.KdfParams | None = None,
+        *,
+        recovery: bool = True,
     ) -> Vault:
         """Create a new vault in ``folder`` (made 0700 if missing).
+
+        With ``recovery`` (the default) the data key is also wrapped under a new recovery
+        key, left in :attr:`new_recovery_key` for the caller to show once.
 
         Raises:
             VaultExistsError: there is already a vault (or part of one) there.
@@ -189,8 +240,17 @@ class Vault:
                     os.unlink(str(paths.db) + suffix)
             key = crypto.new_key()
             pw = _as_bytes(passphrase)
-            header = crypto.seal(pw, key, kdf, counter=0)
-            crypto.wipe(pw)
+            try:
+                slot = crypto.passphrase_slot(pw, kdf)
+            finally:
+                crypto.wipe(pw)
+            shown = None
+            rslot = None
+            if recovery:
+                secret, rslot = crypto.new_recovery(key)
+                shown = recovery_key.encode(secret)
+                crypto.wipe(secret)
+            header = crypto.write_header(key, slot, rslot, 0)
             # The database is created 0600 before SQLite opens it.
             os.close(os.open(paths.db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             conn = _connect(paths.db, crypto.subkey(key, "sqlcipher"))
@@ -201,6 +261,8 @@ class Vault:
             os.close(lock_fd)
             raise
         vault = cls._assemble(paths, key, header, store, lock_fd)
+        vault._slot = slot
+        vault.new_recovery_key = shown
         try:
             vault._bump()
         except BaseException:
@@ -236,13 +298,73 @@ class Vault:
             header = paths.header.read_bytes()
             pw = _as_bytes(passphrase)
             try:
-                key, _ = crypto.unseal(header, pw)
+                key, _, slot = crypto.open_slot(header, pw)
+            except UnlockError:
+                _count_failure(paths)
+                raise
             finally:
                 crypto.wipe(pw)
-            return cls._open_with_key(paths, key, header, lock_fd, accept_rollback, verify)
+            vault = cls._open_with_key(paths, key, header, lock_fd, accept_rollback, verify)
         except BaseException:
             os.close(lock_fd)
             raise
+        vault._slot = slot
+        vault.failed_unlocks = _take_failures(paths)
+        return vault
+
+    @classmethod
+    def recover(
+        cls,
+        folder: Path,
+        key_text: str | bytes | bytearray,
+        new_passphrase: str | bytes | bytearray,
+        kdf: crypto.KdfParams | None = None,
+        *,
+        accept_rollback: bool = False,
+    ) -> Vault:
+        """Unlock with the recovery key and set a new passphrase (the old one stops working;
+        the recovery key stays valid). Returns the open vault.
+
+        Raises:
+            RecoveryKeyError: the key as typed is malformed or has a typo (checksum).
+            VaultMissingError: no vault there.
+            VaultError: the vault has no recovery key.
+            UnlockError: wrong recovery key or damaged header.
+        """
+        secret = recovery_key.decode(key_text)
+        paths = VaultPaths(Path(folder))
+        if not paths.header.exists():
+            crypto.wipe(secret)
+            raise VaultMissingError(f"no vault in {paths.folder}")
+        lock_fd = _acquire_lock(paths.lock)
+        try:
+            old = paths.header.read_bytes()
+            if crypto.parse(old).recovery is None:
+                raise VaultError(
+                    "this vault has no recovery key (it was made before recovery keys existed)"
+                )
+            try:
+                key, header = crypto.unseal_recovery(old, secret)
+            except UnlockError:
+                _count_failure(paths)
+                raise
+            finally:
+                crypto.wipe(secret)
+            pw = _as_bytes(new_passphrase)
+            try:
+                slot = crypto.passphrase_slot(pw, kdf or header.kdf)
+            finally:
+                crypto.wipe(pw)
+            # Written by the first counter bump, once the database has opened and passed
+            # its checks: a damaged database leaves the old header as it was.
+            new = crypto.write_header(key, slot, header.recovery, header.counter)
+            vault = cls._open_with_key(paths, key, new, lock_fd, accept_rollback, True)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        vault._slot = slot
+        vault.failed_unlocks = _take_failures(paths)
+        return vault
 
     @classmethod
     def _open_with_key(
@@ -291,6 +413,7 @@ class Vault:
         vault._header = header
         vault.store = store
         vault._lock_fd = lock_fd
+        store.audit = AuditLog(store, crypto.subkey(key, "audit-mac"))
         return vault
 
     def close(self, *, bump: bool = True) -> None:
@@ -305,8 +428,32 @@ class Vault:
                 self.store.conn.close()
         finally:
             crypto.wipe(self._key)
+            if self._slot is not None:
+                crypto.wipe(self._slot.kek)
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+    def destroy(self) -> None:
+        """Delete this open vault's files for good (the lock is held until the end) and its
+        folder if it is then empty."""
+        if self._lock_fd < 0:
+            raise VaultError("the vault is not open")
+        try:
+            with self.store.lock:
+                self.store.conn.close()
+            for name in sorted(VAULT_FILES - {LOCK_NAME}):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.paths.folder / name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.paths.lock)
+        finally:
+            crypto.wipe(self._key)
+            if self._slot is not None:
+                crypto.wipe(self._slot.kek)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        with contextlib.suppress(OSError):
+            self.paths.folder.rmdir()
 
     def __enter__(self) -> Vault:
         return self
@@ -367,14 +514,61 @@ class Vault:
         kdf: crypto.KdfParams | None = None,
     ) -> None:
         """Re-wrap the data key under a new passphrase: one atomic header replacement,
-        so after a crash exactly one of the old and new passphrases opens the vault."""
+        so after a crash exactly one of the old and new passphrases opens the vault. The
+        recovery key (if any) stays valid."""
         pw = _as_bytes(new_passphrase)
         try:
-            header = crypto.seal(
-                pw, self._key, kdf or crypto.parse(self._header).kdf, self.header_counter
-            )
+            slot = crypto.passphrase_slot(pw, kdf or crypto.parse(self._header).kdf)
         finally:
             crypto.wipe(pw)
+        self.write_header_with_slots(slot=slot)
+        self._slot = slot
+
+    # -- recovery key ---------------------------------------------------------
+
+    @property
+    def has_recovery_key(self) -> bool:
+        return crypto.parse(self._header).recovery is not None
+
+    def rotate_recovery_key(self) -> str:
+        """Make a new recovery key (the old one stops working) and return it, to show once.
+        A version-1 vault gets its first recovery key (its header becomes version 2)."""
+        secret, rslot = crypto.new_recovery(self._key)
+        try:
+            text = recovery_key.encode(secret)
+        finally:
+            crypto.wipe(secret)
+        self.write_header_with_slots(recovery=rslot)
+        return text
+
+    _KEEP: Any = object()
+
+    def write_header_with_slots(
+        self,
+        *,
+        slot: crypto.PassphraseSlot | None = None,
+        recovery: crypto.RecoverySlot | Any | None = _KEEP,
+        key: bytes | bytearray | None = None,
+    ) -> None:
+        """The one place the header is rewritten with its slots: the passphrase ``slot``
+        (default: the one this vault was opened with), the ``recovery`` slot (default: the
+        current one, re-wrapped for ``key`` if a new data key is given), the current counter.
+
+        A re-key passes ``key`` (the new data key) and keeps both ways in: the passphrase
+        slot wraps the new key under the same KEK, the recovery slot under the same recovery
+        key (taken from its escrow).
+        """
+        slot = slot or self._slot
+        if slot is None:
+            raise VaultError("the vault was not opened with a passphrase")
+        current = crypto.parse(self._header).recovery
+        if recovery is self._KEEP:
+            recovery = current
+            if current is not None and key is not None:
+                recovery = crypto.rewrap_recovery(current, self._key, key)
+        header = crypto.write_header(
+            key if key is not None else self._key, slot, recovery, self.header_counter
+        )
         self._write_header(header)
 
     # -- checks for doctor ----------------------------------------------------
@@ -420,6 +614,7 @@ def file_mode_problems(folder: Path) -> list[str]:
 
 
 __all__ = [
+    "RecoveryKeyError",
     "RollbackError",
     "UnlockError",
     "Vault",

@@ -30,7 +30,14 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("HOME", str(home))
-    for var in ("BASTION_PASSPHRASE", "BASTION_NEW_PASSPHRASE", "OLLAMA_MODELS", "HF_HOME"):
+    for var in (
+        "BASTION_PASSPHRASE",
+        "BASTION_NEW_PASSPHRASE",
+        "BASTION_RECOVERY_KEY",
+        "BASTION_VAULT",
+        "OLLAMA_MODELS",
+        "HF_HOME",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     return tmp_path

@@ -10,7 +10,7 @@ from pathlib import Path
 from bastion.storage import export as fmt
 from tests.conftest import bastion_cmd, cli_env
 
-FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1")
+FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1", "--weak-passphrase")  # test passphrases
 
 
 def run(tmp_path: Path, *args: str, home: str = "a", **env: str):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import bastion_cmd, cli_env
 
-FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1")
+FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1", "--weak-passphrase")  # test passphrases
 
 
 def run(tmp_path: Path, *args: str, pw: str | None = "pw1", **env: str):
@@ -94,7 +94,7 @@ def test_history_flow(tmp_path: Path) -> None:
 def test_passwd_and_passphrase_fd(tmp_path: Path) -> None:
     """passwd re-wraps the key; --passphrase-fd reads the passphrase from a pipe."""
     ok(run(tmp_path, "init", *FAST))
-    ok(run(tmp_path, "passwd", BASTION_NEW_PASSPHRASE="pw2"))
+    ok(run(tmp_path, "passwd", "--weak-passphrase", BASTION_NEW_PASSPHRASE="pw2"))
     assert run(tmp_path, "history", "list").returncode == 1
     ok(run(tmp_path, "history", "list", pw="pw2"))
     r, w = os.pipe()

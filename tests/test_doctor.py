@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import bastion_cmd, cli_env
 
-FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1")
+FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1", "--weak-passphrase")  # test passphrases
 
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -80,7 +80,10 @@ def test_cli_works_in_network_namespace(tmp_path: Path) -> None:
             timeout=120,
         )
 
-    assert run("init", "--kdf-memory-mib", "8", "--kdf-passes", "1").returncode == 0
+    assert (
+        run("init", "--kdf-memory-mib", "8", "--kdf-passes", "1", "--weak-passphrase").returncode
+        == 0
+    )
     ask = run("ask", "Name a color.", "--save", "--max-tokens", "8", "--temperature", "0")
     assert ask.returncode == 0, ask.stderr
     listed = run("history", "list", "--json")

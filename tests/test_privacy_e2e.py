@@ -12,7 +12,7 @@ from bastion.tui.app import BastionApp
 from bastion.tui.chat import ChatScreen
 from bastion.tui.unlock import UnlockScreen
 from tests.conftest import FAST_KDF
-from tests.test_tui import PW, SIZE, send, settle, type_text
+from tests.test_tui import PW, SIZE, confirm_recovery_key, send, settle, type_text
 from tests.test_vault_faults import scan
 
 CANARIES = {
@@ -40,6 +40,7 @@ async def test_canaries_only_inside_encrypted_files(
         await type_text(pilot, PW)
         await pilot.press("enter")
         await settle(pilot, app)
+        key = await confirm_recovery_key(pilot, app)
         assert isinstance(app.screen, ChatScreen)
         app.session.settings.sampling.max_tokens = 12
         await send(pilot, app, f"Please repeat {CANARIES['message']} back to me")
@@ -69,7 +70,7 @@ async def test_canaries_only_inside_encrypted_files(
         assert isinstance(app.screen, UnlockScreen)
         await pilot.press("ctrl+q")
     assert out.read_bytes().startswith(fmt.AGE_MAGIC)  # the export is encrypted
-    hits = scan(tmp_path, list(CANARIES.values()))
+    hits = scan(tmp_path, [*CANARIES.values(), key, key.replace("-", "")])
     assert hits == []
     used = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "vault.db" for p in used) and any(p.name == "chat.age" for p in used)

@@ -44,6 +44,23 @@ async def unlock(pilot: Pilot, app: BastionApp, passphrase: str = PW) -> None:
     await settle(pilot, app)
 
 
+async def confirm_recovery_key(pilot: Pilot, app: BastionApp) -> str:
+    """On the recovery-key screen shown after creating a vault: tick "written down",
+    continue; returns the key shown."""
+    from textual.widgets import Checkbox
+
+    from bastion.tui.recovery import RecoveryKeyScreen
+
+    screen = app.screen
+    assert isinstance(screen, RecoveryKeyScreen)
+    key = screen.key
+    screen.query_one("#recovery-done", Checkbox).value = True
+    await pilot.pause(0.05)
+    await pilot.click("#recovery-continue")
+    await settle(pilot, app)
+    return key
+
+
 async def send(pilot: Pilot, app: BastionApp, text: str) -> None:
     await pilot.click("#composer")
     await type_text(pilot, text)
@@ -64,11 +81,17 @@ async def start_medical(pilot: Pilot, app: BastionApp) -> None:
 
 
 async def test_first_run_creates_vault(private_dirs: Path) -> None:
-    """First run asks for the passphrase twice, warns, and creates the vault."""
+    """First run asks for the passphrase twice, warns, creates the vault and shows its
+    recovery key once, until the user confirms it is written down."""
+    from textual.widgets import Button, Checkbox
+
+    from bastion.storage import recovery_key
+    from bastion.tui.recovery import RecoveryKeyScreen
+
     app = BastionApp(kdf=FAST_KDF)
     async with app.run_test(size=SIZE) as pilot:
         assert isinstance(app.screen, UnlockScreen) and app.screen.first_run
-        assert "cannot be recovered" in str(app.screen.query_one("#unlock-warning").render())
+        assert "recovery key" in str(app.screen.query_one("#unlock-warning").render())
         await pilot.click("#pass1")
         await type_text(pilot, PW)
         await pilot.press("enter")
@@ -81,8 +104,20 @@ async def test_first_run_creates_vault(private_dirs: Path) -> None:
         await type_text(pilot, PW)
         await pilot.press("enter")
         await settle(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, RecoveryKeyScreen)
+        key = str(screen.query_one("#recovery-key").render())
+        recovery_key.decode(key)
+        assert screen.query_one("#recovery-continue", Button).disabled
+        screen.query_one("#recovery-done", Checkbox).value = True
+        await pilot.pause(0.05)
+        await pilot.click("#recovery-continue")
+        await settle(pilot, app)
         assert isinstance(app.screen, ChatScreen)
+        assert app.session.new_recovery_key is None  # forgotten once shown
     assert (private_dirs / "data" / "vault" / "vault.hdr").exists()
+    with Vault.recover(private_dirs / "data" / "vault", key, "another long passphrase", FAST_KDF):
+        pass
 
 
 async def test_wrong_then_right_passphrase(vault_with_settings: Path) -> None:

@@ -74,6 +74,7 @@ class BastionApp(App[None]):
         self.last_activity = time.monotonic()
         chat = ChatScreen(self.session)
         self.switch_screen(chat)
+        self._offer_recovery()
         self.release_keys(chat)  # keys typed while unlocking: for the composer, once focused
         if self.session.purged_at_unlock:
             self.notify(f"Retention: deleted {self.session.purged_at_unlock} old conversation(s).")
@@ -88,6 +89,22 @@ class BastionApp(App[None]):
         # type them into the passphrase field.
         self._held_keys.clear()
         self._holding = False
+
+    def _offer_recovery(self) -> None:
+        """A new vault's recovery key, shown once; for a vault without one, the offer."""
+        from bastion.tui.recovery import RecoveryKeyScreen, RecoveryOfferScreen
+
+        if self.session.new_recovery_key:
+            self.push_screen(RecoveryKeyScreen(self.session, self.session.new_recovery_key))
+        elif not self.session.has_recovery_key:
+            self.push_screen(RecoveryOfferScreen(self.session))
+
+    def action_audit(self) -> None:
+        """The open vault's audit log, read-only."""
+        from bastion.tui.audit_view import AuditScreen
+
+        if self.session.unlocked and self._chat_screen() is not None:
+            self.push_screen(AuditScreen(self.session))
 
     def action_lock(self) -> None:
         if not self.session.unlocked:
@@ -240,6 +257,8 @@ class BastionApp(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Lock", "Lock now and forget the key", self.action_lock)
         yield SystemCommand("Help: keys", "Show every key binding", self.action_help)
+        if self.session.unlocked:
+            yield SystemCommand("Audit log", "What happened to this vault", self.action_audit)
         if isinstance(screen, ChatScreen):
             for b in ChatScreen.BINDINGS:
                 if isinstance(b, Binding) and b.action != "stop":

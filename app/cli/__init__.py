@@ -1,7 +1,9 @@
 """The ``bastion`` command line, one module per command family:
 
 - :mod:`~bastion.app.cli.chat`: ``models``, ``ask``
-- :mod:`~bastion.app.cli.vault`: ``init``, ``passwd``, ``doctor``
+- :mod:`~bastion.app.cli.vault`: ``init``, ``passwd``, ``recover``, ``recovery-key``,
+  ``doctor``
+- :mod:`~bastion.app.cli.vaults`: ``vaults list|new|remove``, ``audit``
 - :mod:`~bastion.app.cli.history`: ``history ...``
 - :mod:`~bastion.app.cli.transfer`: ``keys``, ``export``, ``verify``, ``import``, ``backup``,
   ``restore``
@@ -10,6 +12,9 @@
 Every failure the user can cause (no model, wrong passphrase, bad option...) ends as one
 line on stderr and exit code 1 (2 for usage errors); never a traceback. Diagnostics name
 ids, never message text.
+
+``--vault NAME`` (or ``$BASTION_VAULT``) before the command chooses the vault every command
+works on (:func:`bastion.app.paths.vault_dir`).
 """
 
 from __future__ import annotations
@@ -21,16 +26,19 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from bastion import __version__
-from bastion.app.cli import chat, history, packs, transfer, vault
+from bastion.app import paths
+from bastion.app.cli import chat, history, packs, transfer, vault, vaults
 from bastion.app.cli.common import EXIT_ERROR, EXIT_USAGE, Parser, UsageError, printable
 from bastion.app.packs import PackError, TemplateError
+from bastion.app.paths import VaultNameError
 from bastion.app.secrets_input import PassphraseError
 from bastion.models.discovery import NoModelError
 from bastion.models.engine import EngineError
 from bastion.models.gguf import GGUFError
+from bastion.storage.audit import AuditError
 from bastion.storage.export import ExportError
 from bastion.storage.store import StoreError
-from bastion.storage.vault import UnlockError, VaultError
+from bastion.storage.vault import RecoveryKeyError, UnlockError, VaultError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Nothing leaves this machine. Without a command, the chat app starts.",
     )
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
+    parser.add_argument(
+        "--vault",
+        metavar="NAME",
+        help="the vault to use (default: $BASTION_VAULT, else 'default'); "
+        "see `bastion vaults list`",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for family in (chat, vault, history, transfer, packs):
+    for family in (chat, vault, vaults, history, transfer, packs):
         family.add_parsers(sub)
     return parser
 
@@ -55,6 +69,9 @@ _USER_ERRORS: tuple[type[Exception], ...] = (
     UnlockError,
     StoreError,
     PassphraseError,
+    RecoveryKeyError,
+    VaultNameError,
+    AuditError,
     ExportError,
     PackError,
     TemplateError,
@@ -73,6 +90,7 @@ def main(argv: Sequence[str] | None = None, run_app: Callable[[], int] = _no_app
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        paths.select_vault(args.vault)
         func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
         if func is None:
             return run_app()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bastion.app import paths, transfer
+from bastion.app import audit, paths, transfer
 from bastion.app.secrets_input import read_passphrase
 from bastion.storage import crypto
 from bastion.storage import export as export_fmt
@@ -38,22 +38,44 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(printable(f"{self.prog}: {message} (see --help)"))
 
 
+NO_RECOVERY_HINT = (
+    "bastion: this vault has no recovery key: if the passphrase is forgotten, it is lost; "
+    "make one with `bastion recovery-key --rotate`"
+)
+
+
+def missing_vault(folder: Path) -> VaultMissingError:
+    name = paths.vault_name()
+    where = "" if name == paths.DEFAULT_VAULT else f"--vault {name} "
+    return VaultMissingError(f"no vault in {folder}; create one with `bastion {where}init`")
+
+
 @contextlib.contextmanager
 def open_vault(args: argparse.Namespace) -> Iterator[Vault]:
+    """Unlock the chosen vault for one command; the unlock and the lock go to its audit log."""
     folder = paths.vault_dir()
     if not paths.vault_exists(folder):
-        raise VaultMissingError(f"no vault in {folder}; create one with `bastion init`")
+        raise missing_vault(folder)
     pw = read_passphrase(fd=getattr(args, "passphrase_fd", None))
     try:
         vault = Vault.open(folder, pw, accept_rollback=getattr(args, "accept_rollback", False))
     finally:
         crypto.wipe(pw)
-    if vault.rollback_warning:
-        print(f"bastion: warning: {vault.rollback_warning}", file=sys.stderr)
+    via = f"cli:{getattr(args, 'command', None) or '?'}"
     try:
+        audit.record(vault.store, "unlock", via=via, failed_before=vault.failed_unlocks)
+        if vault.rollback_warning:
+            print(f"bastion: warning: {vault.rollback_warning}", file=sys.stderr)
+            audit.record(vault.store, "rollback.accepted")
+        if not vault.has_recovery_key and getattr(args, "command", None) != "recovery-key":
+            print(NO_RECOVERY_HINT, file=sys.stderr)
         yield vault
     finally:
-        vault.close()
+        try:
+            with contextlib.suppress(Exception):  # a full disk must not hide the real error
+                audit.record(vault.store, "lock", via=via)
+        finally:
+            vault.close()
 
 
 def export_passphrase(args: argparse.Namespace, *, confirm: bool) -> str:
@@ -78,6 +100,18 @@ def encryption(
     if passphrase is None and not recipients:
         recipients = [transfer.ensure_identity(vault.store).to_public()]
     return recipients, passphrase
+
+
+def recipient_texts(args: argparse.Namespace, vault: Vault, passphrase: str | None) -> list[str]:
+    """The public keys an export was encrypted to, as text (for the audit log's
+    fingerprints): the ``--recipient`` keys, else the vault's own, none with a passphrase."""
+    if passphrase is not None:
+        return []
+    given = getattr(args, "recipient", None)
+    if given:
+        return [str(r).strip() for r in given]
+    identity = transfer.vault_identity(vault.store)
+    return [export_fmt.public_key(identity)] if identity is not None else []
 
 
 def confirm(question: str) -> bool:

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from bastion.app import audit
 from bastion.app.cli.common import (
     Parser,
     add_passphrase_fd,
@@ -76,6 +77,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         elif args.action == "delete":
             conv = store.find_conversation(args.id)
             store.delete_conversation(conv.id)
+            audit.record(store, "conversation.delete", conversation=conv.id)
             print(f"bastion: deleted conversation {conv.id}", file=sys.stderr)
         elif args.action == "rename":
             conv = store.find_conversation(args.id)

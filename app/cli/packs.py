@@ -195,7 +195,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         if not args.yes and not confirm(f"Remove pack {args.id} from the vault?"):
             print("bastion: nothing removed", file=sys.stderr)
             return EXIT_ERROR
-        vault.store.remove_pack(args.id)
+        pack_library.remove(vault.store, args.id)
     print(f"bastion: removed pack {args.id}", file=sys.stderr)
     return 0
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bastion.app import transfer
+from bastion.app import audit, transfer
 from bastion.app.cli.common import (
     EXIT_ERROR,
     UsageError,
@@ -19,6 +19,7 @@ from bastion.app.cli.common import (
     encryption,
     open_vault,
     read_export,
+    recipient_texts,
 )
 from bastion.storage import export as export_fmt
 from bastion.storage.export import ExportError
@@ -32,6 +33,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 raise ExportError("the vault already has an age identity (--force replaces it)")
             vault.store.set_setting(transfer.IDENTITY_KEY, None)
             identity = transfer.ensure_identity(vault.store)
+            audit.record(
+                vault.store,
+                "keys.new",
+                recipient=audit.fingerprint(export_fmt.public_key(identity)),
+                replaced=existing is not None,
+            )
         else:
             identity = existing
             if identity is None:
@@ -57,8 +64,17 @@ def cmd_export(args: argparse.Namespace) -> int:
                 return EXIT_ERROR
         recipients, passphrase = encryption(args, vault, recipients)
         plaintext = transfer.render(doc, args.format)
-    ciphertext = export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase)
-    export_fmt.write_encrypted(out, ciphertext)
+        ciphertext = export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase)
+        export_fmt.write_encrypted(out, ciphertext)
+        transfer.record_export(
+            vault.store,
+            "export",
+            [c["id"] for c in doc["conversations"]],
+            recipient_texts(args, vault, passphrase),
+            passphrase=passphrase is not None,
+            form=args.format,
+            redacted=redaction is not None,
+        )
     n = len(doc["conversations"])
     print(f"bastion: exported {n} conversation(s) to {out}", file=sys.stderr)
     return 0
@@ -95,6 +111,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         doc = export_fmt.parse_document(decrypt_file(args, vault, data, header))
         ids = transfer.import_conversations(vault.store, doc)
+        transfer.record_import(vault.store, "import", data, ids, header)
     print(f"bastion: imported {len(ids)} conversation(s)", file=sys.stderr)
     return 0
 
@@ -104,9 +121,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
         doc = transfer.build_backup(vault.store)
         recipients, passphrase = encryption(args, vault, [])
         plaintext = transfer.render(doc, "json")
-    export_fmt.write_encrypted(
-        Path(args.out), export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase)
-    )
+        export_fmt.write_encrypted(
+            Path(args.out),
+            export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase),
+        )
+        transfer.record_export(
+            vault.store,
+            "backup",
+            [c["id"] for c in doc["conversations"]],
+            recipient_texts(args, vault, passphrase),
+            passphrase=passphrase is not None,
+        )
     print(f"bastion: backed up {len(doc['conversations'])} conversation(s)", file=sys.stderr)
     return 0
 
@@ -116,6 +141,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         doc = export_fmt.parse_document(decrypt_file(args, vault, data, header))
         n = transfer.restore_backup(vault.store, doc)
+        ids = [c.id for c in vault.store.list_conversations()]
+        transfer.record_import(vault.store, "restore", data, ids, header)
     print(f"bastion: restored {n} conversation(s)", file=sys.stderr)
     return 0
 
