@@ -127,3 +127,40 @@ def evaluate(pack_id: str, pack: object, which: str | None) -> Score:
 def all_messages() -> Iterable[str]:
     for path in ROOT.glob("*/*/*.txt"):
         yield from _lines(path)
+
+
+_HOMOGLYPHS = {"a": "\u0430", "c": "\u0441", "e": "\u0435", "o": "\u043e", "p": "\u0440", "x": "\u0445"}
+
+
+def variants(message: str, seed: int = 0) -> dict[str, str]:
+    """Ways a message can be disguised or mistyped, each applied to one long word:
+    a zero-width space, a Cyrillic look-alike, a soft hyphen, a swapped pair of letters,
+    and a digit for a letter (leet)."""
+    import random
+
+    rng = random.Random(f"{seed}:{message}")
+    words = message.split(" ")
+    long = [i for i, w in enumerate(words) if len(w) >= 5 and w.isalpha()]
+    if not long:
+        return {}
+    i = rng.choice(long)
+    w = words[i]
+    cut = rng.randrange(1, len(w) - 1)
+
+    def with_word(new: str) -> str:
+        return " ".join([*words[:i], new, *words[i + 1 :]])
+
+    out = {
+        "zero-width": with_word(w[:cut] + "\u200b" + w[cut:]),
+        "soft-hyphen": with_word(w[:cut] + "\u00ad" + w[cut:]),
+        "typo": with_word(w[:cut] + w[cut + 1] + w[cut] + w[cut + 2 :]),
+    }
+    glyphs = [j for j, ch in enumerate(w) if ch in _HOMOGLYPHS]
+    if glyphs:
+        j = rng.choice(glyphs)
+        out["cyrillic"] = with_word(w[:j] + _HOMOGLYPHS[w[j]] + w[j + 1 :])
+    leet = [j for j, ch in enumerate(w) if ch in "io" and 0 < j < len(w) - 1]
+    if leet:
+        j = rng.choice(leet)
+        out["leet"] = with_word(w[:j] + {"i": "1", "o": "0"}[w[j]] + w[j + 1 :])
+    return out
