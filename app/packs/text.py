@@ -169,16 +169,26 @@ class Vocabulary:
         self._cache: dict[str, str] = {}
 
     def correct(self, word: str) -> str:
-        """``word``, or the vocabulary word it is a typo of."""
-        if len(word) < 4 or not word.isalpha() or word in self._known or is_word(word):
+        """``word``, or the vocabulary word it is a typo of (a three-letter word only when it
+        lost its vowel: ``kll`` -> ``kill``)."""
+        if len(word) < 3 or not word.isalpha() or word in self._known or is_word(word):
             return word
         hit = self._cache.get(word)
         if hit is None:
             limit = 1 if len(word) < 7 else 2
-            found = process.extractOne(word, self.words, scorer=OSA.distance, score_cutoff=limit)
-            hit = (
-                found[0] if found is not None and abs(len(found[0]) - len(word)) <= limit else word
+            found = process.extract(
+                word, self.words, scorer=OSA.distance, score_cutoff=limit, limit=50
             )
+            short = len(word) == 3
+            if short and set(word) & set("aeiouy"):
+                found = []
+            # Nearest first; among equals, the same first letter (typos rarely change it).
+            ranked = sorted(
+                (int(d), c[0] != word[0], abs(len(c) - len(word)), c)
+                for c, d, _ in found
+                if abs(len(c) - len(word)) <= limit and (not short or len(c) == 4)
+            )
+            hit = ranked[0][3] if ranked else word
             if len(self._cache) < 10_000:
                 self._cache[word] = hit
         return hit
