@@ -534,3 +534,25 @@ def test_restore_cli_refuses_keys_without_a_terminal_or_yes(tmp_path: Path) -> N
     done = run(tmp_path, "restore", str(path), "--yes", **env)
     assert done.returncode == 0, done.stderr
     assert "NHS England" in done.stderr
+
+
+async def test_app_gives_fixed_response_when_the_model_cannot_load(private_dirs: Path) -> None:
+    """In the app, with a broken GGUF as the default model, a red flag still gets the fixed
+    response (the model load fails on its own; the turn never waits for it)."""
+    from bastion.storage.vault import Vault
+    from bastion.tui.app import BastionApp
+    from tests.conftest import FAST_KDF
+    from tests.test_tui import PW, SIZE, send, start_medical, unlock
+
+    broken = _broken_model(private_dirs)
+    with Vault.create(private_dirs / "data" / "vault", PW, FAST_KDF) as v:
+        v.store.set_setting("app", {"default_model": str(broken)})
+    collapse = next(r for r in packs.builtin("medical").safety if r.id == "collapse").message
+    app = BastionApp(kdf=FAST_KDF)
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app)
+        await start_medical(pilot, app)
+        await send(pilot, app, "my dad collapsed and isnt breathing")
+        answer = app.session.thread[-1]
+        assert answer.role == "assistant" and answer.content == collapse
+        assert app.session.engine is None
