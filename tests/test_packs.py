@@ -252,18 +252,21 @@ def test_signature_verified_untrusted_unsigned_and_rejected(tmp_path: Path) -> N
 
 
 def test_import_plan_versions() -> None:
+    """A newer version upgrades silently; an equal or older one asks (built-in ids are
+    refused unless signed by a trusted key: tests/test_safety.py)."""
     store = memory_store()
     pack_library.install_builtins(store)
-    medical = packs.builtin("medical")
-    assert pack_library.plan_import(store, medical).action == "same"
-    newer = medical.model_copy(update={"version": "1.1.0"})
+    clinic = packs.builtin("medical").model_copy(update={"id": "clinic"})
+    pack_library.apply_import(store, pack_library.plan_import(store, clinic))
+    assert pack_library.plan_import(store, clinic).action == "same"
+    newer = clinic.model_copy(update={"version": "2.1.0"})
     plan = pack_library.plan_import(store, newer)
     assert plan.action == "upgrade" and not plan.needs_confirmation
     pack_library.apply_import(store, plan)
-    assert store.get_pack("medical").version == "1.1.0"
-    assert pack_library.get(store, "medical").trust is Trust.UNSIGNED  # no longer the built-in
-    assert pack_library.install_builtins(store) == []  # a user's pack under that id is kept
-    older = medical.model_copy(update={"version": "1.0.0-rc.1"})
+    assert store.get_pack("clinic").version == "2.1.0"
+    assert pack_library.get(store, "clinic").trust is Trust.UNSIGNED
+    assert pack_library.install_builtins(store) == []
+    older = clinic.model_copy(update={"version": "2.0.0-rc.1"})
     assert pack_library.plan_import(store, older).action == "downgrade"
     assert (
         packs.version_key("1.0.0-rc.1") < packs.version_key("1.0.0") < packs.version_key("1.0.10")
