@@ -215,7 +215,8 @@ class Pack(_Strict):
     concepts: dict[str, list[str]] = Field(default_factory=dict, max_length=300)
     """Concept sets for safety patterns: ``{name}`` in a pattern matches any of the terms
     (words or phrases; ``word*`` matches words starting with ``word``; ``{other}`` nests
-    another concept). Two names have a meaning of their own: ``negation`` (cues such as
+    another concept; ``re:...`` is an RE2 fragment; a term starting with ``=`` matches only
+    as written, not its lemmas). Two names have a meaning of their own: ``negation`` (cues such as
     ``no``, ``not``, ``never`` that cancel a match in the next three words of the same
     clause) and ``hypothetical`` (``signs of``, ``history of``... in the four words before)."""
     safety: list[SafetyRule] = Field(default_factory=list, max_length=200)
