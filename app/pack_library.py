@@ -58,7 +58,7 @@ def _is_shipped(record: PackRecord) -> bool:
     return (
         record.signer == packs.BUILTIN_SIGNER
         and record.id in packs.builtin_ids()
-        and record.source == packs.builtin(record.id).to_toml()
+        and record.source == packs.builtin_toml(record.id)
     )
 
 

@@ -32,3 +32,13 @@ def builtin(pack_id: str) -> Pack:
     if pack_id not in _LOADED:
         _LOADED[pack_id] = load(builtin_path(pack_id))
     return _LOADED[pack_id]
+
+
+_TOML: dict[str, str] = {}
+
+
+def builtin_toml(pack_id: str) -> str:
+    """The built-in pack as the vault stores it (one self-contained TOML), computed once."""
+    if pack_id not in _TOML:
+        _TOML[pack_id] = builtin(pack_id).to_toml()
+    return _TOML[pack_id]
