@@ -55,21 +55,46 @@ def save(store: Store, pack: Pack, signer: str | None) -> None:
     store.save_pack(pack.id, pack.version, pack.name, pack.to_toml(), signer, source_chunks(pack))
 
 
-def install_builtins(store: Store) -> list[str]:
-    """Install the built-in packs that are missing, or older than the ones shipped.
+def _is_shipped(record: PackRecord) -> bool:
+    """Whether a stored pack is exactly the built-in this version of Bastion ships."""
+    return (
+        record.signer == packs.BUILTIN_SIGNER
+        and record.id in packs.builtin_ids()
+        and record.source == packs.builtin_toml(record.id)
+    )
 
-    A pack the user imported under a built-in's id is left alone. Returns the ids installed.
+
+def _verified_replacement(store: Store, record: PackRecord) -> bool:
+    """Whether a stored pack under a built-in's id is signed by a key the user trusts."""
+    try:
+        pack = packs.parse(record.source, name=f"pack {record.id}")
+        trust, _ = packs.verify(pack, trusted_keys(store))
+    except packs.PackError:
+        return False
+    return trust is Trust.VERIFIED
+
+
+def install_builtins(store: Store) -> list[str]:
+    """Install or repair the built-in packs (run at every start).
+
+    A built-in that is missing, older, or whose stored copy differs from the one shipped is
+    written again; so is any pack under a built-in's id that is not signed by a key the user
+    trusts (an import from an older version could replace one silently). Returns the ids
+    written.
     """
     installed = {r.id: r for r in store.list_packs()}
     done = []
     for pack_id in packs.builtin_ids():
         current = installed.get(pack_id)
-        if current is not None and current.signer != packs.BUILTIN_SIGNER:
+        if current is not None and _is_shipped(current):
             continue
-        pack = packs.builtin(pack_id)
-        if current is not None and packs.version_key(current.version) >= pack.version_key:
+        if (
+            current is not None
+            and current.signer != packs.BUILTIN_SIGNER
+            and _verified_replacement(store, current)
+        ):
             continue
-        save(store, pack, packs.BUILTIN_SIGNER)
+        save(store, packs.builtin(pack_id), packs.BUILTIN_SIGNER)
         done.append(pack_id)
     return done
 
@@ -101,9 +126,9 @@ def get(store: Store, pack_id: str) -> InstalledPack:
         PackError: the stored copy no longer validates or its signature does not match.
     """
     record = store.get_pack(pack_id)
+    if _is_shipped(record):
+        return InstalledPack(record, packs.builtin(pack_id), Trust.BUILTIN, None)
     pack = packs.parse(record.source, name=f"pack {pack_id}")
-    if record.signer == packs.BUILTIN_SIGNER and pack_id in packs.builtin_ids():
-        return InstalledPack(record, pack, Trust.BUILTIN, None)
     trust, signer = packs.verify(pack, trusted_keys(store))
     return InstalledPack(record, pack, trust, signer)
 
@@ -122,10 +147,14 @@ class ImportPlan:
     action: Literal["install", "upgrade", "same", "downgrade"]
     current_version: str | None = None
 
+    replaces_builtin: bool = False
+    """The pack takes a built-in pack's id (allowed only when signed by a trusted key)."""
+
     @property
     def needs_confirmation(self) -> bool:
-        """Replacing an installed pack with an older or equal version asks first."""
-        return self.action in ("same", "downgrade")
+        """Replacing a built-in pack, or an installed pack with an older or equal version,
+        asks first."""
+        return self.replaces_builtin or self.action in ("same", "downgrade")
 
     def describe(self) -> str:
         what = {
@@ -140,7 +169,8 @@ class ImportPlan:
             Trust.UNSIGNED: "unsigned",
             Trust.BUILTIN: "built-in",
         }[self.trust]
-        return f"{self.pack.id} {self.pack.version} ({self.pack.name}): {what}; {trust}"
+        builtin = "; REPLACES THE BUILT-IN PACK" if self.replaces_builtin else ""
+        return f"{self.pack.id} {self.pack.version} ({self.pack.name}): {what}; {trust}{builtin}"
 
 
 def plan_import(store: Store, pack: Pack) -> ImportPlan:
@@ -148,17 +178,28 @@ def plan_import(store: Store, pack: Pack) -> ImportPlan:
 
     Raises:
         SignatureMismatchError: the pack is signed and the signature does not match.
+        PackError: the pack takes a built-in pack's id and is not signed by a trusted key.
     """
     trust, signer = packs.verify(pack, trusted_keys(store))
+    replaces_builtin = pack.id in packs.builtin_ids()
+    if replaces_builtin and trust is not Trust.VERIFIED:
+        raise packs.PackError(
+            [
+                f"pack {pack.id!r} has the id of a built-in pack: only a pack signed by a key "
+                "you trust (`bastion packs trust`) can replace it"
+            ]
+        )
     try:
         current = store.get_pack(pack.id)
     except NotFoundError:
-        return ImportPlan(pack, trust, signer, "install")
+        return ImportPlan(pack, trust, signer, "install", replaces_builtin=replaces_builtin)
     old = packs.version_key(current.version)
     action: Literal["upgrade", "same", "downgrade"] = (
         "upgrade" if pack.version_key > old else "same" if pack.version_key == old else "downgrade"
     )
-    return ImportPlan(pack, trust, signer, action, current.version)
+    return ImportPlan(
+        pack, trust, signer, action, current.version, replaces_builtin=replaces_builtin
+    )
 
 
 def apply_import(store: Store, plan: ImportPlan) -> None:

@@ -670,6 +670,8 @@ class ChatSession:
             meta = MessageMeta(fixed_response=True, safety=pending.notices)
         else:
             meta = MessageMeta.model_validate(stats.model_dump(mode="json"))
-            meta.safety = pending.notices + turn.check_answer(self.pack, text)
+            meta.safety = pending.notices + turn.check_answer(
+                self.pack, text, pending.question.content
+            )
             meta.sources = [s.model_copy(update={"text": None}) for s in pending.sources]
         return self._add("assistant", text, pending.parent_id, meta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -213,8 +214,39 @@ def build_backup(store: Store) -> dict[str, Any]:
     return doc
 
 
-def restore_backup(store: Store, doc: dict[str, Any]) -> int:
+def backup_keys(store: Store, doc: dict[str, Any]) -> dict[str, str]:
+    """The pack-signing keys a backup would trust that this vault does not yet: restoring
+    them needs the user's consent (a crafted backup could otherwise vouch for any pack).
+
+    Raises:
+        ExportError: a key in the backup is malformed.
+    """
+    value = (doc.get("settings") or {}).get(pack_library.TRUSTED_KEYS) or {}
+    if not isinstance(value, dict):
+        raise fmt.ExportError("refusing to restore: the backup's trusted keys are malformed")
+    current = pack_library.trusted_keys(store)
+    new: dict[str, str] = {}
+    for key, name in value.items():
+        try:
+            packs.parse_public_key(str(key))
+        except packs.PackError:
+            raise fmt.ExportError("refusing to restore: a trusted key is malformed") from None
+        if str(key).strip() not in current:
+            new[str(key).strip()] = str(name)[:100]
+    return new
+
+
+def restore_backup(
+    store: Store,
+    doc: dict[str, Any],
+    confirm_keys: Callable[[dict[str, str]], bool] | None = None,
+) -> int:
     """Restore a backup into an empty vault; returns the number of conversations.
+
+    Packs are restored as imports: never as built-ins (the built-ins are the ones this
+    version ships), and under a built-in's id only when signed by a trusted key. The
+    backup's trusted pack-signing keys are added only if ``confirm_keys`` (shown them)
+    returns true; without it, none are.
 
     Raises:
         ExportError: not a backup, the vault is not empty, or the content was altered.
@@ -229,15 +261,27 @@ def restore_backup(store: Store, doc: dict[str, Any]) -> int:
         report = fmt.verify_chain(conv)
         if not report.intact:
             raise fmt.ExportError(f"refusing to restore: conversation {report.title!r} altered")
+    new_keys = backup_keys(store, doc)
+    keys = pack_library.trusted_keys(store)
+    if new_keys and confirm_keys is not None and confirm_keys(dict(new_keys)):
+        keys.update(new_keys)
+    parsed = []
+    for record in doc.get("packs", []):
+        try:
+            pack = packs.parse(str(record["source"]), name=f"pack {record.get('id')}")
+        except (packs.PackError, KeyError, TypeError) as exc:
+            raise fmt.ExportError(f"refusing to restore: {exc}") from None
+        trust, signer = packs.verify(pack, keys)
+        if pack.id in packs.builtin_ids() and trust is not packs.Trust.VERIFIED:
+            continue  # the built-in this version ships stays
+        parsed.append((pack, signer if trust is packs.Trust.VERIFIED else None))
     with store.transaction():  # everything or nothing
         for conv in doc.get("conversations", []):
             _add_conversation(store, conv, imported=False)
-        for record in doc.get("packs", []):
-            try:
-                pack = packs.parse(str(record["source"]), name=f"pack {record.get('id')}")
-            except packs.PackError as exc:
-                raise fmt.ExportError(f"refusing to restore: {exc}") from None
-            pack_library.save(store, pack, record.get("signer"))
+        for pack, signer in parsed:
+            pack_library.save(store, pack, signer)
         for key, value in (doc.get("settings") or {}).items():
-            store.set_setting(key, value)
+            if key != pack_library.TRUSTED_KEYS:
+                store.set_setting(key, value)
+        store.set_setting(pack_library.TRUSTED_KEYS, keys)
     return len(doc.get("conversations", []))

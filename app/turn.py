@@ -205,11 +205,13 @@ _STOPWORDS = frozenset(
 
 def notices_for(pack: Pack, text: str, stage: str) -> list[SafetyNotice]:
     """The rules of ``pack`` for ``stage`` (``input`` or ``output``) that fire on ``text``,
-    ``respond`` rules first."""
+    ``respond`` rules first; a rule whose uncertain tier alone matched (part of a red flag,
+    such as chest pain without the rest) gives its ``partial_message`` as a caution, shown
+    above the answer."""
     assert stage in ("input", "output")
     return [
-        SafetyNotice(rule=r.id, stage=stage, action=r.action, message=r.message)
-        for r in pack.check(text, "input" if stage == "input" else "output")
+        SafetyNotice(rule=h.rule.id, stage=stage, action=h.action, message=h.message)
+        for h in pack.evaluate(text, "input" if stage == "input" else "output")
     ]
 
 
@@ -358,9 +360,26 @@ def unsaved_question(question: str, meta: MessageMeta | None = None) -> Message:
 # -- 5. checks on the answer ----------------------------------------------------------------
 
 
-def check_answer(pack: Pack | None, answer: str) -> list[SafetyNotice]:
-    """Stage 5: the output rules that fire on a finished answer."""
-    return notices_for(pack, answer, "output") if pack is not None else []
+DOSE_RULE = "dose-check"
+
+
+def check_answer(pack: Pack | None, answer: str, question: str | None = None) -> list[SafetyNotice]:
+    """Stage 5: the output rules that fire on a finished answer, then a correction for every
+    medicine whose stated dose is above the pack's documented maximum (``question`` names
+    the medicine when the answer does not)."""
+    if pack is None:
+        return []
+    notices = notices_for(pack, answer, "output")
+    for finding in pack.check_doses(answer, question):
+        notices.append(
+            SafetyNotice(
+                rule=f"{DOSE_RULE}:{finding.limit.id}",
+                stage="output",
+                action="caution",
+                message=finding.message,
+            )
+        )
+    return notices
 
 
 def sources_line(sources: Sequence[SourceRef]) -> str:

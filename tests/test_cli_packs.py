@@ -19,11 +19,12 @@ def test_packs_without_a_vault(tmp_path: Path) -> None:
     shown = json.loads(ok(run(tmp_path, "packs", "show", "legal", "--json", pw=None)).stdout)
     assert len(shown["templates"]) >= 8 and len(shown["safety"]) >= 10
     out = ok(run(tmp_path, "packs", "validate", str(packs.builtin_path("medical")), pw=None))
-    assert "medical 1.0.0: valid" in out.stdout
+    assert "medical 2.0.0: valid" in out.stdout
     # A red flag is answered by the fixed message; the model is never asked (no vault needed,
     # nothing written to disk: the built-ins live in a memory-only store).
     red = ok(run(tmp_path, "ask", "--pack", "medical", "I want to kill myself", pw=None))
-    assert red.stdout.strip() == packs.builtin("medical").safety[1].message
+    suicide = next(r for r in packs.builtin("medical").safety if r.id == "suicide")
+    assert red.stdout.strip() == suicide.message
     assert not (tmp_path / "data").exists()
 
 

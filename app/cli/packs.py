@@ -1,4 +1,5 @@
-"""``bastion packs``: list, show, import, export, remove, validate, keygen, sign, trust."""
+"""``bastion packs``: list, show, check, import, export, remove, validate, keygen, sign,
+trust."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bastion.app import pack_library, packs, paths
 from bastion.app.cli.common import (
@@ -138,6 +139,55 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fired(pack: Pack, text: str, stage: str) -> list[dict[str, Any]]:
+    st: Literal["input", "output"] = "output" if stage == "output" else "input"
+    out: list[dict[str, Any]] = [
+        {
+            "id": h.rule.id,
+            "action": h.action,
+            "tier": "uncertain" if h.tier == "partial" else "full",
+            "concepts": h.concepts,
+        }
+        for h in pack.evaluate(text, st)
+    ]
+    if st == "output":
+        for f in pack.check_doses(text):
+            out.append(
+                {
+                    "id": f"dose-check:{f.limit.id}",
+                    "action": "caution",
+                    "tier": "full",
+                    "concepts": [],
+                    "stated_mg": f.stated_mg,
+                    "maximum_mg": f.maximum_mg,
+                }
+            )
+    return out
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    pack, _ = _installed(args, args.id)
+    if args.text == "-":
+        messages = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    else:
+        messages = [args.text]
+    if not messages or not any(m.strip() for m in messages):
+        raise UsageError("bastion packs check: the text is empty")
+    for n, text in enumerate(messages, 1):
+        fired = _fired(pack, text, args.stage)
+        if args.json:
+            print(json.dumps({"fired": fired}))
+            continue
+        where = f"{n}: " if len(messages) > 1 else ""
+        if not fired:
+            print(f"{where}no rule fires")
+        for f in fired:
+            tier = " (uncertain tier)" if f["tier"] == "uncertain" else ""
+            concepts = ", ".join(f["concepts"]) or "-"
+            print(f"{where}{f['action']:8} {f['id']}{tier}  concepts: {concepts}")
+    return 0
+
+
 def _load_for_import(args: argparse.Namespace, vault: Any) -> Pack:
     path = Path(args.file)
     if path.is_file():
@@ -160,7 +210,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         pack = _load_for_import(args, vault)
         plan = pack_library.plan_import(vault.store, pack)
         print(f"bastion: {plan.describe()}", file=sys.stderr)
-        if plan.needs_confirmation and not args.yes and not confirm("Replace the installed pack?"):
+        question = (
+            "Replace the built-in pack with this one?"
+            if plan.replaces_builtin
+            else "Replace the installed pack?"
+        )
+        if plan.needs_confirmation and not args.yes and not confirm(question):
             print("bastion: import cancelled; nothing changed", file=sys.stderr)
             return EXIT_ERROR
         pack_library.apply_import(vault.store, plan)
@@ -271,9 +326,26 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("file")
     a.set_defaults(func=cmd_validate)
 
+    a = psub.add_parser("check", help="which safety rules fire on a message (no model is loaded)")
+    a.add_argument("id")
+    a.add_argument("text", metavar="TEXT", help="the message, or - for one message per line")
+    a.add_argument("--json", action="store_true", help='print {"fired": [...]} per message')
+    a.add_argument(
+        "--stage",
+        choices=["input", "output"],
+        default="input",
+        help="check as a question (input, default) or as an answer (output: with dose checks)",
+    )
+    add_passphrase_fd(a)
+    a.set_defaults(func=cmd_check)
+
     a = psub.add_parser("import", help="install a pack (TOML file, folder, or .age export)")
     a.add_argument("file")
-    a.add_argument("--yes", action="store_true", help="replace an equal or newer version")
+    a.add_argument(
+        "--yes",
+        action="store_true",
+        help="replace an equal or newer version, or a built-in (needs a trusted signature)",
+    )
     add_decryption_args(a, max_size=packs.MAX_PACK_BYTES * 4)
     add_passphrase_fd(a)
     a.set_defaults(func=cmd_import)

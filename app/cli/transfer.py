@@ -18,6 +18,7 @@ from bastion.app.cli.common import (
     decrypt_file,
     encryption,
     open_vault,
+    printable,
     read_export,
     recipient_texts,
 )
@@ -136,11 +137,26 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm_keys(args: argparse.Namespace) -> Any:
+    def ask(keys: dict[str, str]) -> bool:
+        print("bastion: the backup trusts these pack-signing keys:", file=sys.stderr)
+        for key, name in keys.items():
+            print(f"  {key}  {printable(name)}", file=sys.stderr)
+        if getattr(args, "yes", False):
+            return True
+        if confirm("Trust these keys in this vault too?"):
+            return True
+        print("bastion: keys not trusted; packs they sign restore as unverified", file=sys.stderr)
+        return False
+
+    return ask
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     data, header = read_export(args)
     with open_vault(args) as vault:
         doc = export_fmt.parse_document(decrypt_file(args, vault, data, header))
-        n = transfer.restore_backup(vault.store, doc)
+        n = transfer.restore_backup(vault.store, doc, _confirm_keys(args))
         ids = [c.id for c in vault.store.list_conversations()]
         transfer.record_import(vault.store, "restore", data, ids, header)
     print(f"bastion: restored {n} conversation(s)", file=sys.stderr)
@@ -177,6 +193,10 @@ def add_parsers(sub: Any) -> None:
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("file")
+        if name == "restore":
+            p.add_argument(
+                "--yes", action="store_true", help="trust the backup's pack-signing keys"
+            )
         add_decryption_args(p)
         add_passphrase_fd(p)
         p.set_defaults(func=func)

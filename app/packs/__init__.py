@@ -22,7 +22,13 @@ from bastion.app.packs.base import (
     SignatureMismatchError,
     TemplateError,
 )
-from bastion.app.packs.builtins import BUILTIN_SIGNER, builtin, builtin_ids, builtin_path
+from bastion.app.packs.builtins import (
+    BUILTIN_SIGNER,
+    builtin,
+    builtin_ids,
+    builtin_path,
+    builtin_toml,
+)
 from bastion.app.packs.chunking import Chunk, chunks
 from bastion.app.packs.format import (
     EvalQuestion,
@@ -72,6 +78,7 @@ __all__ = [
     "builtin",
     "builtin_ids",
     "builtin_path",
+    "builtin_toml",
     "chunks",
     "json_schema",
     "json_schema_text",

@@ -21,8 +21,24 @@ def builtin_path(pack_id: str) -> Path:
     return Path(str(resources.files("bastion.app") / "builtin_packs" / pack_id))
 
 
+_LOADED: dict[str, Pack] = {}
+
+
 def builtin(pack_id: str) -> Pack:
-    """A pack shipped with Bastion (validated like any other)."""
+    """A pack shipped with Bastion (validated like any other; loaded once per process, so
+    the object is shared: do not change it)."""
     if pack_id not in builtin_ids():
         raise PackError([f"no built-in pack {pack_id!r}"])
-    return load(builtin_path(pack_id))
+    if pack_id not in _LOADED:
+        _LOADED[pack_id] = load(builtin_path(pack_id))
+    return _LOADED[pack_id]
+
+
+_TOML: dict[str, str] = {}
+
+
+def builtin_toml(pack_id: str) -> str:
+    """The built-in pack as the vault stores it (one self-contained TOML), computed once."""
+    if pack_id not in _TOML:
+        _TOML[pack_id] = builtin(pack_id).to_toml()
+    return _TOML[pack_id]

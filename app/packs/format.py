@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import string
@@ -20,7 +21,8 @@ from bastion.app.packs.base import (
     TemplateError,
     _Strict,
 )
-from bastion.app.packs.safety import SafetyRule
+from bastion.app.packs.doses import DoseFinding, DoseLimit, check_doses
+from bastion.app.packs.safety import Hit, RuleEngine, SafetyRule
 from bastion.models.settings import SamplingSettings
 
 
@@ -210,7 +212,16 @@ class Pack(_Strict):
     """Sampling defaults for conversations with this pack."""
     examples: list[Example] = Field(default_factory=list, max_length=20)
     templates: list[Template] = Field(default_factory=list, max_length=100)
+    concepts: dict[str, list[str]] = Field(default_factory=dict, max_length=300)
+    """Concept sets for safety patterns: ``{name}`` in a pattern matches any of the terms
+    (words or phrases; ``word*`` matches words starting with ``word``; ``{other}`` nests
+    another concept; ``re:...`` is an RE2 fragment; a term starting with ``=`` matches only
+    as written, not its lemmas). Two names have a meaning of their own: ``negation`` (cues such as
+    ``no``, ``not``, ``never`` that cancel a match in the next three words of the same
+    clause) and ``hypothetical`` (``signs of``, ``history of``... in the four words before)."""
     safety: list[SafetyRule] = Field(default_factory=list, max_length=200)
+    doses: list[DoseLimit] = Field(default_factory=list, max_length=300)
+    """Documented maximum adult doses: an answer stating more gets a correction notice."""
     references: list[Reference] = Field(default_factory=list, max_length=500)
     eval: list[EvalQuestion] = Field(default_factory=list, max_length=1000)
     signature: Signature | None = None
@@ -220,7 +231,34 @@ class Pack(_Strict):
         _unique(self.templates, "templates")
         _unique(self.safety, "safety rules")
         _unique(self.references, "references")
+        _unique(self.doses, "dose limits")
+        for name, terms in self.concepts.items():
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", name):
+                raise ValueError(
+                    f"concepts.{name}: a concept name is lower case letters, digits, _"
+                )
+            if not terms or len(terms) > 300 or any(not t.strip() or len(t) > 200 for t in terms):
+                raise ValueError(f"concepts.{name}: 1 to 300 terms of 1 to 200 characters")
+        for i, rule in enumerate(self.safety):
+            for fname in ("any", "all", "none", "partial"):
+                for pattern in getattr(rule, fname):
+                    for ref in re.findall(r"\{([a-z_][a-z0-9_]{0,39})\}", pattern):
+                        if ref not in self.concepts:
+                            raise ValueError(f"safety[{i}].{fname}: unknown concept {{{ref}}}")
+        try:
+            engine = self.rule_engine
+        except ValueError as exc:
+            raise ValueError(f"concepts: {exc}") from None
+        problems = engine.check_examples()
+        if problems:
+            i, fname, msg = problems[0]
+            raise ValueError(f"safety[{i}].{fname}: {msg}")
         return self
+
+    @functools.cached_property
+    def rule_engine(self) -> RuleEngine:
+        """The safety rules compiled (once per loaded pack)."""
+        return RuleEngine(self.safety, self.concepts)
 
     @property
     def version_key(self) -> tuple[Any, ...]:
@@ -233,9 +271,17 @@ class Pack(_Strict):
         raise TemplateError(f"pack {self.id} has no template /{template_id}")
 
     def check(self, text: str, stage: Literal["input", "output"]) -> list[SafetyRule]:
-        """The rules of ``stage`` that fire on ``text``, ``respond`` rules first."""
-        hits = [r for r in self.safety if r.stage == stage and r.matches(text)]
-        return sorted(hits, key=lambda r: r.action != "respond")
+        """The rules of ``stage`` that fire fully on ``text``, ``respond`` rules first."""
+        return [h.rule for h in self.evaluate(text, stage) if h.tier == "full"]
+
+    def evaluate(self, text: str, stage: Literal["input", "output"]) -> list[Hit]:
+        """Every rule of ``stage`` that fires on ``text``: full hits (``respond`` first), then
+        uncertain-tier ones, each with the concepts that matched."""
+        return self.rule_engine.evaluate(text, stage)
+
+    def check_doses(self, answer: str, question: str | None = None) -> list[DoseFinding]:
+        """Doses ``answer`` states above this pack's documented maxima."""
+        return check_doses(self.doses, answer, question)
 
     def to_toml(self) -> str:
         """The pack as one self-contained TOML file (references inlined)."""

@@ -81,9 +81,14 @@ def _problems(exc: ValidationError, name: str, lines: dict[tuple[Any, ...], int]
     problems = []
     for err in exc.errors():
         loc = tuple(x for x in err["loc"] if x not in ("function-after",))
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        inner = re.match(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): (.*)$", msg, re.S)
+        if not loc and inner:
+            # A whole-pack check (rule examples, concepts) names the field in its message.
+            loc = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[a-z_]+|\d+", inner[1]))
+            msg = inner[2]
         line = _line_of(lines, loc)
         where = f"{name} line {line}" if line else name
-        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         field = _dotted(loc) or "pack"
