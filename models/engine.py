@@ -24,7 +24,6 @@ import ctypes
 import itertools
 import logging
 import math
-import re
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -419,12 +418,8 @@ class Engine:
                     out.setdefault(text, (tid, attr))
                 elif len(text) > 2 and text[0] in "<[" and text[-1] in ">]":
                     self._user_defined.append(text)
-        self._special_sorted = sorted(out, key=len, reverse=True)
-        self._special_re = (
-            re.compile("|".join(re.escape(t) for t in self._special_sorted))
-            if self._special_sorted
-            else None
-        )
+        self._special_lengths = sorted({len(t) for t in out}, reverse=True)
+        self._special_first = {t[0] for t in out}
         self._user_defined.sort(key=len, reverse=True)
         return out
 
@@ -474,17 +469,26 @@ class Engine:
         # template's text is searched for control tokens.
         frags: list[tuple[int | None, str]] = []  # (special token id, or None and raw text)
         for is_content, text in rendered.parts:
-            if is_content or self._special_re is None:
+            if is_content or not self._special:
                 frags.append((None, self.defuse(text) if is_content else text))
                 continue
-            pos = 0
-            for m in self._special_re.finditer(text):
-                if m.start() > pos:
-                    frags.append((None, text[pos : m.start()]))
-                frags.append((self._special[m.group(0)][0], m.group(0)))
-                pos = m.end()
-            if pos < len(text):
-                frags.append((None, text[pos:]))
+            start = pos = 0
+            while pos < len(text):
+                found = None
+                if text[pos] in self._special_first:
+                    for n in self._special_lengths:  # longest first, as llama.cpp does
+                        if text[pos : pos + n] in self._special:
+                            found = text[pos : pos + n]
+                            break
+                if found is None:
+                    pos += 1
+                    continue
+                if pos > start:
+                    frags.append((None, text[start:pos]))
+                frags.append((self._special[found][0], found))
+                pos = start = pos + len(found)
+            if start < len(text):
+                frags.append((None, text[start:]))
         lib = self._lib
         tokens: list[int] = []
         add_bos = bool(self.llama._model.add_bos_token())

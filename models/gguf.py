@@ -271,8 +271,10 @@ class _Reader:
 
     def length(self, limit: int, what: str) -> int:
         n = self.u64()
-        if n > limit or self.fh.tell() + n > self.size:
+        if n > limit:
             raise GGUFError(f"implausible {what} length in header")
+        if self.fh.tell() + n > self.size:
+            raise GGUFError("truncated header")
         return n
 
     def string(self, limit: int = MAX_STRING) -> str:

@@ -121,3 +121,24 @@ def make_gguf(
         out += b"\0" * (64 * tensors)
     path.write_bytes(bytes(out))
     return path
+
+
+def zoo_dir() -> Path:
+    """The model zoo `make zoo` writes (scripts/model_zoo.py), one folder per script version."""
+    import hashlib
+
+    override = os.environ.get("BASTION_ZOO")
+    if override:
+        return Path(override)
+    digest = hashlib.sha256((ROOT / "scripts" / "model_zoo.py").read_bytes()).hexdigest()
+    return Path.home() / ".cache" / "bastion" / "zoo" / digest[:16]
+
+
+_ZOO = zoo_dir()  # before the fixtures move HOME
+
+
+@pytest.fixture(scope="session")
+def zoo() -> Path:
+    """The model zoo folder (built by `make zoo`, which `make check` runs; never skipped)."""
+    assert (_ZOO / "manifest.json").is_file(), f"no model zoo in {_ZOO}: run `make zoo`"
+    return _ZOO
