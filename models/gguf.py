@@ -321,7 +321,7 @@ class _Reader:
             return self.string(), False
         if kind != _ARRAY:
             raise GGUFError(f"unknown value type {kind} in header")
-        nested = False
+        nested_seen: list[bool] = []
         # Frames: [the list being filled (None when skipping), element type, elements left].
         stack: list[list[Any]] = []
 
@@ -341,6 +341,8 @@ class _Reader:
                 return SkippedArray(n)
             if item_kind not in (_STRING, _ARRAY):
                 raise GGUFError(f"unknown value type {item_kind} in header")
+            if item_kind == _ARRAY:
+                nested_seen.append(True)
             out: list[Any] | None = [] if keep else None
             stack.append([out, item_kind, n])
             return out if out is not None else SkippedArray(n)
@@ -360,11 +362,10 @@ class _Reader:
                 else:
                     out.append(self.string())
             else:
-                nested = True
                 child = begin(out is not None)
                 if out is not None:
                     out.append(child)
-        return top, nested
+        return top, bool(nested_seen)
 
 
 def open_regular(path: str | Path) -> BinaryIO:

@@ -33,6 +33,10 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("BASTION_PASSPHRASE", "BASTION_NEW_PASSPHRASE", "OLLAMA_MODELS", "HF_HOME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("BASTION_MEMORY_LIMIT_MB", raising=False)
+    # Ollama's Linux service folder: a real one on this machine must not leak into tests.
+    monkeypatch.setenv("BASTION_OLLAMA_SERVICE_DIR", str(tmp_path / "ollama-service"))
     return tmp_path
 
 
@@ -84,6 +88,7 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         BASTION_DATA_DIR=str(tmp_path / "data"),
         BASTION_CONFIG_DIR=str(tmp_path / "config"),
         BASTION_CACHE_DIR=str(tmp_path / "cache"),
+        BASTION_OLLAMA_SERVICE_DIR=str(tmp_path / "ollama-service"),
     )
     env.update(extra)
     return env

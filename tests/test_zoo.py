@@ -335,3 +335,62 @@ def test_models_add_links_a_checked_file(zoo: Path, tmp_path: Path) -> None:
     assert "ARCH" in header and "MEMORY" in header and "FITS" in header
     row = next(r for r in listing.stdout.splitlines() if r.startswith("phi-3.5"))
     assert "phi3" in row and " MB" in row
+
+
+FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1")
+
+
+def test_continue_uses_the_conversation_model_or_says_it_is_missing(
+    zoo: Path, tmp_path: Path
+) -> None:
+    """`ask --continue` answers with the conversation's model (Gemma 3 here, whatever the
+    default), and when that model is gone says which one it needs, in one line; the saved
+    answer keeps Qwen3's reasoning apart from its text."""
+    folder = tmp_path / "data" / "models"
+    folder.mkdir(parents=True)
+    shutil.copy(zoo / "gemma-3-it.gguf", folder / "gemma-3-it.gguf")
+    shutil.copy(zoo / "qwen3.gguf", folder / "qwen3.gguf")
+    pw = {"BASTION_PASSPHRASE": "pw1"}
+    assert run_cli(tmp_path, "init", *FAST, **pw).returncode == 0
+    first = run_cli(tmp_path, "ask", "--save", "--model", "qwen3", "hi", **pw)
+    assert first.returncode == 0, first.stderr
+    conv = first.stderr.strip().rsplit(" ", 1)[-1]
+    # The default is now Gemma (first in the folder); the conversation stays with Qwen3.
+    second = run_cli(tmp_path, "ask", "--continue", conv, "--show-reasoning", "again", **pw)
+    assert second.returncode == 0, second.stderr
+    assert "Let me think" in second.stdout  # only Qwen3 reasons
+    shown = run_cli(tmp_path, "history", "show", conv, "--json", **pw)
+    assert shown.returncode == 0, shown.stderr
+    answers = [m for m in json.loads(shown.stdout)["messages"] if m["role"] == "assistant"]
+    assert [m["content"] for m in answers] == ["Hello from the model."] * 2
+    assert all(m["meta"]["reasoning"] == "Let me think" for m in answers)
+    (folder / "qwen3.gguf").unlink()
+    gone = run_cli(tmp_path, "ask", "--continue", conv, "more", **pw)
+    assert gone.returncode != 0
+    assert len(gone.stderr.strip().splitlines()) == 1, gone.stderr
+    assert "qwen3" in gone.stderr and "not on this machine" in gone.stderr
+
+
+def test_short_memory_lowers_the_context_or_refuses(
+    zoo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With little memory the engine loads a smaller context; with too little it refuses in
+    one line before loading."""
+    from bastion.models import memory
+    from bastion.models.discovery import ModelSource, describe
+
+    info = describe(zoo / "llama-3.1-instruct.gguf", ModelSource.EXPLICIT)
+    assert info.shape is not None
+    full = memory.estimate(info.shape, 4096, 64).total
+    small = memory.estimate(info.shape, 1024, 64).total
+    monkeypatch.setenv("BASTION_MEMORY_LIMIT_MB", str((small + full) // 2 // 2**20))
+    eng = Engine(info.path, LoadSettings(n_ctx=4096, n_batch=64))
+    try:
+        assert 1024 <= eng.n_ctx < 4096
+        assert eng.context_note and "memory" in eng.context_note
+    finally:
+        eng.close()
+    monkeypatch.setenv("BASTION_MEMORY_LIMIT_MB", "1")
+    with pytest.raises(EngineError, match="not enough memory") as err:
+        Engine(info.path, LoadSettings(n_ctx=4096))
+    assert "\n" not in str(err.value)
