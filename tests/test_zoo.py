@@ -394,3 +394,20 @@ def test_short_memory_lowers_the_context_or_refuses(
     with pytest.raises(EngineError, match="not enough memory") as err:
         Engine(info.path, LoadSettings(n_ctx=4096))
     assert "\n" not in str(err.value)
+
+
+def test_llama_log_goes_through_logging_and_is_counted(
+    zoo: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """llama.cpp's log lines (Gemma's sliding-window notice is a warning) are counted and go
+    to Bastion's logging, never straight to the terminal; doctor reports the count."""
+    from bastion.app import doctor
+    from bastion.models import engine as engine_mod
+
+    before = engine_mod.log_counts["warning"]
+    Engine(zoo / "gemma-3-it.gguf", LoadSettings(n_ctx=256)).close()
+    assert engine_mod.log_counts["warning"] > before
+    check = doctor.check_llama_log()
+    assert check.name == "llama.cpp log" and "warning(s)" in check.detail
+    out, err = capfd.readouterr()
+    assert "SWA" not in err and "SWA" not in out and "llama" not in err
