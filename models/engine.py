@@ -80,7 +80,7 @@ def route_llama_log() -> None:
     if wanted in ("DEBUG", "INFO", "WARNING", "ERROR"):
         LLAMA_LOGGER.setLevel(wanted)
 
-    @llama_cpp.llama_log_callback  # type: ignore[misc]
+    @llama_cpp.llama_log_callback
     def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         try:
             if level == 5:  # GGML_LOG_LEVEL_CONT: the rest of the previous line

@@ -87,7 +87,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             rows_json.append(data)
         print(json.dumps(rows_json))
         return 0
-    rows = [("NAME", "SOURCE", "ARCH", "SIZE", "PARAMS", "QUANT", "CONTEXT", "MEMORY", "FITS")]
+    rows: list[tuple[str, ...]] = [
+        ("NAME", "SOURCE", "ARCH", "SIZE", "PARAMS", "QUANT", "CONTEXT", "MEMORY", "FITS")
+    ]
     rows[0] += ("STATUS",)
     for m in found:
         need, fit = _memory_columns(m, load, avail)
