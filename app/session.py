@@ -19,7 +19,7 @@ from bastion.app import audit, model_choice, pack_library, paths, transfer, turn
 from bastion.app.pack_library import InstalledPack
 from bastion.app.packs import Pack
 from bastion.app.settings import AppSettings
-from bastion.models.discovery import ModelInfo
+from bastion.models.discovery import ModelInfo, NoModelError
 from bastion.models.engine import (
     ChatMessage,
     Engine,
@@ -121,6 +121,9 @@ class ChatSession:
         self.engine: Engine | None = None
         self.preferred_model: str | None = None
         """A model name or path asked for (``ask --model``): it wins over the conversation's."""
+        self.require_conversation_model = False
+        """Refuse to answer a conversation with another model than the one it was held with
+        (``ask --continue``); otherwise the default model stands in."""
         self.system: str | None = None
         """A system prompt for conversations without a pack (``ask --system``)."""
         self.sampling_override: SamplingSettings | None = None
@@ -309,11 +312,19 @@ class ChatSession:
         """
         if self.preferred_model:
             return model_choice.pick_model(self.preferred_model)
-        wanted = self.conversation.model_name if self.conversation else None
-        if wanted:
-            for info in self.available_models():
+        conv = self.conversation
+        wanted = conv.model_name if conv else None
+        if wanted and conv is not None:
+            found = self.available_models()
+            for info in found:
                 if info.name == wanted and info.usable:
                     return info
+            if self.require_conversation_model:
+                raise NoModelError(
+                    f"this conversation was held with model {wanted}, which is not on this "
+                    "machine (see `bastion models`); add it, or answer with another one "
+                    "using --model"
+                )
         return model_choice.pick_model(self.settings.default_model)
 
     # -- conversations --------------------------------------------------------

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import logging
 import math
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,14 +35,70 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from bastion.models import memory
+from bastion.models.gguf import GGUFError, read_header
 from bastion.models.settings import LoadSettings, SamplingSettings
-
-# A fallback for GGUF files without a chat template (base models): ChatML.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
-    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+from bastion.models.templates import (
+    CHATML_TEMPLATE,
+    THINK_OPEN,
+    ChatTemplate,
+    ReasoningSplitter,
+    TemplateError,
+    fallback_template,
 )
+
+__all__ = ["CHATML_TEMPLATE", "ChatMessage", "Engine", "EngineError", "Generation"]
+
+# -- llama.cpp's log ------------------------------------------------------------------------
+
+LLAMA_LOGGER = logging.getLogger("bastion.llama")
+"""llama.cpp's own log lines, through Bastion's logging (and so its filter). Quiet unless
+``BASTION_LLAMA_LOG`` asks for more; warnings and errors are counted for ``doctor``."""
+LLAMA_LOGGER.setLevel(logging.ERROR)
+log_counts: Counter[str] = Counter()
+"""llama.cpp log lines of this process by level (``warning``, ``error``)."""
+# enum ggml_log_level of the bundled llama.cpp (5 is CONT: the rest of the previous line).
+_GGML_LEVELS = {
+    0: logging.CRITICAL,
+    1: logging.DEBUG,
+    2: logging.INFO,
+    3: logging.WARNING,
+    4: logging.ERROR,
+}
+_log_state: dict[str, Any] = {"callback": None, "last": logging.DEBUG}
+
+
+def route_llama_log() -> None:
+    """Send llama.cpp's log to :data:`LLAMA_LOGGER` (never straight to the terminal)."""
+    if _log_state["callback"] is not None:
+        return
+    import os
+
+    import llama_cpp
+
+    wanted = os.environ.get("BASTION_LLAMA_LOG", "").upper()
+    if wanted in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        LLAMA_LOGGER.setLevel(wanted)
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        try:
+            if level == 5:  # GGML_LOG_LEVEL_CONT: the rest of the previous line
+                lvl = _log_state["last"]
+            else:
+                lvl = _GGML_LEVELS.get(level, logging.DEBUG)
+                _log_state["last"] = lvl
+                if lvl >= logging.WARNING:
+                    log_counts[logging.getLevelName(lvl).lower()] += 1
+            line = text.decode("utf-8", "replace").strip()
+            if line and LLAMA_LOGGER.isEnabledFor(lvl):
+                source = line.partition(":")[0].strip()
+                LLAMA_LOGGER.log(lvl, "llama.cpp %s: %s", source, line)
+        except Exception:  # a log line must never break the model
+            return
+
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    _log_state["callback"] = callback  # keep the C callback alive
 
 
 MAX_SAVED_PREFIXES = 4
@@ -104,6 +161,8 @@ class TurnStats(BaseModel):
     """Indices (in the request) of messages left out because the history did not fit."""
     dropped_ids: list[str] = Field(default_factory=list)
     """Ids of the dropped messages, for those that had one."""
+    reasoning: str = ""
+    """The model's ``<think>`` reasoning, kept apart from the answer (never fed back)."""
 
     @property
     def context_used(self) -> int:
@@ -202,6 +261,11 @@ def backend_info() -> BackendInfo:
     )
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
 class Engine:
     """One loaded model. Thread-safe: generations are serialised by a lock."""
 
@@ -214,20 +278,63 @@ class Engine:
     ) -> None:
         """Load ``model_path`` into llama.cpp (blocking: run it in a worker).
 
+        The context is ``min(load.n_ctx, the context the model was trained with)``, lowered
+        further when the memory estimate does not fit the memory available.
+
         Raises:
-            EngineError: the file cannot be loaded.
+            EngineError: the file cannot be loaded, there is not enough memory even for the
+                smallest context, or its chat template does not work (one line).
         """
+        route_llama_log()
         import llama_cpp  # deferred: importing it loads the shared library
 
         self.path = Path(model_path)
         self.load_settings = load or LoadSettings()
         s = self.load_settings
-        if not self.path.is_file():
-            raise EngineError(f"model file not found: {self.path}")
+        name = self.path.name
+        try:
+            header = read_header(self.path)
+        except GGUFError as exc:
+            raise EngineError(f"cannot load model {name}: {exc}") from exc
+        except OSError as exc:
+            raise EngineError(f"cannot load model {name}: {exc.strerror or exc}") from exc
+        from bastion.models.discovery import _shape, split_parts
+
+        parts = split_parts(self.path, header)
+        weights = header.data_bytes
+        if len(parts) > 1:
+            try:
+                weights = sum(p.stat().st_size for p in parts)
+            except OSError as exc:
+                raise EngineError(f"cannot load model {name}: a part is missing") from exc
+        self.shape = _shape(header, weights)
+        self.trained_context = header.context_length
+        self.context_note: str | None = None
+        """Why the context is smaller than the setting, if it is."""
+        n_ctx = s.n_ctx
+        if self.trained_context and self.trained_context < n_ctx:
+            n_ctx = max(self.trained_context, 64)
+            self.context_note = f"the model was trained with {self.trained_context} tokens"
+        budget = memory.available_memory()
+        if budget is not None:
+            fitted = memory.largest_context(self.shape, budget, n_ctx, s.n_batch)
+            if fitted is None:
+                need = memory.estimate(self.shape, memory.MIN_CONTEXT, s.n_batch).total
+                raise EngineError(
+                    f"not enough memory for model {name}: it needs about "
+                    f"{memory.format_bytes(need)}, {memory.format_bytes(budget)} is available"
+                )
+            if fitted < n_ctx:
+                self.context_note = (
+                    f"context lowered from {n_ctx} to {fitted} tokens to fit the "
+                    f"{memory.format_bytes(budget)} of memory available"
+                )
+                n_ctx = fitted
+        self.memory_estimate = memory.estimate(self.shape, n_ctx, s.n_batch)
         try:
             self.llama = llama_cpp.Llama(
                 model_path=str(self.path),
-                n_ctx=s.n_ctx,
+                n_ctx=n_ctx,
                 n_threads=s.n_threads,
                 n_threads_batch=s.n_threads,
                 n_batch=s.n_batch,
@@ -236,31 +343,42 @@ class Engine:
                 n_gpu_layers=s.n_gpu_layers,
                 verbose=False,
             )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise EngineError(f"cannot load model {self.path.name}: {exc}") from exc
+        except Exception as exc:  # llama-cpp-python raises ValueError, jinja2 errors, ...
+            raise EngineError(f"cannot load model {name}: {_one_line(exc)}") from exc
         self._lib = llama_cpp
         self._vocab = self.llama._model.vocab
         self._lock = threading.Lock()
         self._pieces: dict[int, bytes] = {}
         self._buf = ctypes.create_string_buffer(256)
         meta = self.llama.metadata
-        template = chat_template or meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
-        self.has_own_template = "tokenizer.chat_template" in meta or chat_template is not None
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         def token_text(key: str) -> str:
             tid = meta.get(key)
-            if tid is None:
+            if tid is None or int(tid) < 0:
                 return ""
-            return self.llama._model.token_get_text(int(tid))
+            return str(self.llama._model.token_get_text(int(tid)))
 
-        self._formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=token_text("tokenizer.ggml.eos_token_id"),
-            bos_token=token_text("tokenizer.ggml.bos_token_id"),
-            add_generation_prompt=True,
-        )
         self._bos_text = token_text("tokenizer.ggml.bos_token_id")
+        eos_text = token_text("tokenizer.ggml.eos_token_id")
+        self._special = self._special_tokens()
+        own = chat_template or meta.get("tokenizer.chat_template")
+        self.has_own_template = own is not None
+        self.template_note: str | None = None
+        """Which fallback format is used when the model has no template."""
+        stop: tuple[str, ...] = ()
+        if own is None:
+            own, self.template_note, stop = fallback_template(
+                lambda text: text in self._special or len(self._tokenize_raw(text)) == 1,
+                self._bos_text,
+                eos_text,
+            )
+        try:
+            self.template = ChatTemplate(
+                own, bos_token=self._bos_text, eos_token=eos_text, name=name, stop=stop
+            )
+        except TemplateError as exc:
+            self.llama.close()
+            raise EngineError(f"model {name}: {exc}") from exc
         # Saved KV states of fixed prompt prefixes (a pack's system prompt and examples),
         # most recently used last. Memory only; never written to disk.
         self._prefixes: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
@@ -276,6 +394,35 @@ class Engine:
     def n_ctx(self) -> int:
         return int(self.llama.n_ctx())
 
+    @property
+    def system_folded(self) -> bool:
+        """The template rejects or drops system messages: the system prompt is folded into
+        the first user message."""
+        return self.template.fold_system
+
+    def _special_tokens(self) -> dict[str, tuple[int, int]]:
+        """Text -> (id, attributes) of the control and unknown tokens: the only ones a
+        template's text may produce (llama.cpp's own special-token partition)."""
+        lib = self._lib
+        out: dict[str, tuple[int, int]] = {}
+        wanted = lib.LLAMA_TOKEN_ATTR_CONTROL | lib.LLAMA_TOKEN_ATTR_UNKNOWN
+        self._user_defined: list[str] = []
+        for tid in range(int(lib.llama_vocab_n_tokens(self._vocab))):
+            attr = int(lib.llama_vocab_get_attr(self._vocab, tid))
+            if attr & (wanted | lib.LLAMA_TOKEN_ATTR_USER_DEFINED):
+                raw = lib.llama_vocab_get_text(self._vocab, tid)
+                text = raw.decode("utf-8", "replace") if raw else ""
+                if not text:
+                    continue
+                if attr & wanted:
+                    out.setdefault(text, (tid, attr))
+                elif len(text) > 2 and text[0] in "<[" and text[-1] in ">]":
+                    self._user_defined.append(text)
+        self._special_lengths = sorted({len(t) for t in out}, reverse=True)
+        self._special_first = {t[0] for t in out}
+        self._user_defined.sort(key=len, reverse=True)
+        return out
+
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
@@ -287,28 +434,95 @@ class Engine:
     def _is_eog(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
+    def _tokenize_raw(self, text: str, add_bos: bool = False) -> list[int]:
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False))
+
+    def defuse(self, text: str) -> str:
+        """``text`` with marker-like user-defined tokens (which llama.cpp matches even with
+        special-token parsing off, e.g. ``<think>``) broken by a zero-width space, so that
+        text stays text."""
+        for tok in self._user_defined:
+            if tok in text:
+                text = text.replace(tok, tok[:1] + "\u200b" + tok[1:])
+        return text
+
     def tokenize(self, text: str) -> list[int]:
         """Tokens of plain text (no special tokens parsed)."""
-        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return self._tokenize_raw(self.defuse(text))
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt text for ``messages`` under the model's chat template."""
-        payload: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        return self._rendered(messages).text
+
+    def _rendered(self, messages: Sequence[ChatMessage]) -> Any:
+        payload = [{"role": m.role, "content": m.content} for m in messages]
         try:
-            return str(self._formatter(messages=payload).prompt)
-        except Exception as exc:  # a template may raise anything (jinja2 errors, ValueError)
-            raise EngineError(f"the model's chat template failed: {exc}") from exc
+            return self.template.render(payload)
+        except TemplateError as exc:
+            raise EngineError(f"model {self.path.name}: {exc}") from exc
 
     def prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """The tokens the model will see for ``messages`` (special tokens included)."""
-        prompt = self.render(messages)
+        """The tokens the model will see for ``messages``: the template's markers as control
+        tokens, every message's text with special-token parsing off."""
+        rendered = self._rendered(messages)
+        # Fragments as llama.cpp's tokenizer would cut the whole prompt, except that only the
+        # template's text is searched for control tokens.
+        frags: list[tuple[int | None, str]] = []  # (special token id, or None and raw text)
+        for is_content, text in rendered.parts:
+            if is_content or not self._special:
+                frags.append((None, self.defuse(text) if is_content else text))
+                continue
+            start = pos = 0
+            while pos < len(text):
+                found = None
+                if text[pos] in self._special_first:
+                    for n in self._special_lengths:  # longest first, as llama.cpp does
+                        if text[pos : pos + n] in self._special:
+                            found = text[pos : pos + n]
+                            break
+                if found is None:
+                    pos += 1
+                    continue
+                if pos > start:
+                    frags.append((None, text[start:pos]))
+                frags.append((self._special[found][0], found))
+                pos = start = pos + len(found)
+            if start < len(text):
+                frags.append((None, text[start:]))
+        lib = self._lib
+        tokens: list[int] = []
         add_bos = bool(self.llama._model.add_bos_token())
-        if add_bos and self._bos_text and prompt.startswith(self._bos_text):
+        if add_bos and self._bos_text and rendered.text.startswith(self._bos_text):
             add_bos = False  # the template already wrote it
-        return list(self.llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+        bos = int(lib.llama_vocab_bos(self._vocab))
+        if add_bos and bos >= 0:
+            tokens.append(bos)
+        raw = ""
+        for i, (tid, text) in enumerate(frags):
+            if tid is None:
+                raw += text
+                continue
+            attr = self._special[text][1]
+            if attr & lib.LLAMA_TOKEN_ATTR_LSTRIP:
+                raw = raw.rstrip()
+            if raw:
+                tokens += self._tokenize_raw(raw)
+                raw = ""
+            tokens.append(tid)
+            if attr & lib.LLAMA_TOKEN_ATTR_RSTRIP and i + 1 < len(frags):
+                nxt_id, nxt = frags[i + 1]
+                if nxt_id is None:
+                    frags[i + 1] = (None, nxt.lstrip())
+        if raw:
+            tokens += self._tokenize_raw(raw)
+        return tokens
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self.prompt_tokens(messages))
+
+    def opens_reasoning(self, messages: Sequence[ChatMessage]) -> bool:
+        """The rendered prompt already opens a ``<think>`` block (the answer starts inside)."""
+        return self.render(messages).rstrip().endswith(THINK_OPEN)
 
     # -- context policy -------------------------------------------------------
 
@@ -376,7 +590,7 @@ class Engine:
             raise EngineError("nothing to answer: no messages")
         reserve = min(sampling.max_tokens, self.n_ctx // 2)
         with self._lock:
-            _, dropped, tokens = self.fit(messages, reserve)
+            kept, dropped, tokens = self.fit(messages, reserve)
         stats = TurnStats(
             prompt_tokens=len(tokens),
             context_size=self.n_ctx,
@@ -384,8 +598,24 @@ class Engine:
             dropped_ids=[m.id for i, m in enumerate(messages) if i in dropped and m.id],
         )
         gen = Generation(iter(()), stats)
-        gen._pieces = self._run(tokens, sampling, cancel, stop, stats, progress)
+        inside = self.opens_reasoning(kept)
+        run = self._run(tokens, sampling, cancel, (*stop, *self.template.stop), stats, progress)
+        gen._pieces = self._answer_only(run, stats, inside)
         return gen
+
+    @staticmethod
+    def _answer_only(pieces: Iterator[str], stats: TurnStats, inside: bool) -> Iterator[str]:
+        """The answer text of ``pieces``; ``<think>`` reasoning goes to ``stats.reasoning``."""
+        splitter = ReasoningSplitter(inside=inside)
+        for piece in pieces:
+            text = splitter.feed(piece)
+            stats.reasoning = splitter.reasoning
+            if text:
+                yield text
+        rest = splitter.flush()
+        stats.reasoning = splitter.reasoning.strip()
+        if rest:
+            yield rest
 
     def complete(
         self,

@@ -8,6 +8,8 @@ few megabytes at most (the tokenizer vocabulary) whatever the file's size.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,10 +109,19 @@ _TYPE_SIZES: dict[int, tuple[int, int]] = {
     15: (256, 292),
 }
 
-# Sanity bounds: a corrupt header must not make us allocate gigabytes.
-_MAX_STRING = 64 * 1024 * 1024
-_MAX_COUNT = 1 << 24
-_MAX_DIMS = 8
+# Bounds: a corrupt or hostile header must not make us allocate gigabytes, recurse, or loop
+# for minutes. Real files stay far below them (a 262k-token vocabulary, a 100 KB template).
+MAX_KEY = 64 * 1024
+"""Longest key name."""
+MAX_STRING = 16 * 1024 * 1024
+"""Longest string value (a chat template)."""
+MAX_COUNT = 1 << 24
+"""Most key/value pairs, tensors, or elements of one array."""
+MAX_ITEMS = 1 << 23
+"""Most array elements read or skipped in the whole header (vocabularies, merges)."""
+MAX_DEPTH = 8
+"""Deepest nesting of arrays (llama.cpp itself accepts none)."""
+MAX_DIMS = 8
 # Arrays longer than this (tokenizer vocabularies) are skipped rather than kept.
 _KEEP_ARRAY = 64
 
@@ -128,6 +139,17 @@ class GGUFHeader:
     tensor_count: int
     parameter_count: int
     tensor_types: dict[str, int] = field(default_factory=dict)
+    data_bytes: int = 0
+    """Bytes of tensor data the header describes (the weights' size in memory)."""
+    nested_arrays: bool = False
+    """Some metadata value is an array of arrays (valid GGUF, but llama.cpp refuses it)."""
+
+    def _int(self, key: str) -> int | None:
+        arch = self.architecture
+        value = self.metadata.get(f"{arch}.{key}") if arch else None
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return max(int(v) for v in value)  # per-layer values: the largest
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def architecture(self) -> str | None:
@@ -146,9 +168,53 @@ class GGUFHeader:
 
     @property
     def context_length(self) -> int | None:
-        arch = self.architecture
-        value = self.metadata.get(f"{arch}.context_length") if arch else None
-        return int(value) if isinstance(value, int) else None
+        return self._int("context_length")
+
+    @property
+    def block_count(self) -> int | None:
+        return self._int("block_count")
+
+    @property
+    def embedding_length(self) -> int | None:
+        return self._int("embedding_length")
+
+    @property
+    def head_count(self) -> int | None:
+        return self._int("attention.head_count")
+
+    @property
+    def head_count_kv(self) -> int | None:
+        return self._int("attention.head_count_kv") or self.head_count
+
+    @property
+    def key_length(self) -> int | None:
+        n, h = self.embedding_length, self.head_count
+        return self._int("attention.key_length") or (n // h if n and h else None)
+
+    @property
+    def value_length(self) -> int | None:
+        return self._int("attention.value_length") or self.key_length
+
+    @property
+    def sliding_window(self) -> int | None:
+        return self._int("attention.sliding_window")
+
+    @property
+    def vocab_size(self) -> int | None:
+        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        if isinstance(tokens, SkippedArray):
+            return tokens.length
+        return len(tokens) if isinstance(tokens, list) else None
+
+    @property
+    def split_no(self) -> int:
+        value = self.metadata.get("split.no")
+        return int(value) if isinstance(value, int) else 0
+
+    @property
+    def split_count(self) -> int:
+        value = self.metadata.get("split.count")
+        return int(value) if isinstance(value, int) else 1
 
     @property
     def chat_template(self) -> str | None:
@@ -166,15 +232,32 @@ class GGUFHeader:
         return None
 
 
+@dataclass(frozen=True)
+class SkippedArray:
+    """Stands for a long array (a vocabulary) that was skipped, keeping its length."""
+
+    length: int
+
+
 class _Reader:
-    def __init__(self, fh: BinaryIO) -> None:
+    """Reads the header through a buffer, never past ``size`` bytes, within the bounds."""
+
+    def __init__(self, fh: BinaryIO, size: int) -> None:
         self.fh = fh
+        self.size = size
+        self.items = 0
 
     def read(self, n: int) -> bytes:
         data = self.fh.read(n)
         if len(data) != n:
             raise GGUFError("truncated header")
         return data
+
+    def skip(self, n: int) -> None:
+        pos = self.fh.tell() + n
+        if pos > self.size:
+            raise GGUFError("truncated header")
+        self.fh.seek(pos)
 
     def scalar(self, kind: int) -> Any:
         st = _SCALARS[kind]
@@ -186,61 +269,138 @@ class _Reader:
     def u64(self) -> int:
         return int(self.scalar(_UINT64))
 
-    def string(self) -> str:
+    def length(self, limit: int, what: str) -> int:
         n = self.u64()
-        if n > _MAX_STRING:
-            raise GGUFError("implausible string length in header")
+        if n > limit:
+            raise GGUFError(f"implausible {what} length in header")
+        if self.fh.tell() + n > self.size:
+            raise GGUFError("truncated header")
+        return n
+
+    def string(self, limit: int = MAX_STRING) -> str:
+        n = self.length(limit, "string")
         return self.read(n).decode("utf-8", errors="replace")
 
     def skip_string(self) -> None:
-        n = self.u64()
-        if n > _MAX_STRING:
-            raise GGUFError("implausible string length in header")
-        self.fh.seek(n, 1)
+        self.skip(self.length(MAX_STRING, "string"))
 
-    def value(self, kind: int) -> Any:
+    def skip_strings(self, n: int) -> None:
+        """Skip ``n`` strings in one pass over a buffer (a vocabulary, merges: fast)."""
+        unpack = _SCALARS[_UINT64].unpack_from
+        pos = self.fh.tell()  # file offset of buf[0]
+        buf = b""
+        off = 0
+        for _ in range(n):
+            if off + 8 > len(buf):
+                pos += off
+                self.fh.seek(pos)
+                buf = self.fh.read(1 << 20)
+                off = 0
+                if len(buf) < 8:
+                    raise GGUFError("truncated header")
+            (length,) = unpack(buf, off)
+            if length > MAX_STRING:
+                raise GGUFError("implausible string length in header")
+            off += 8 + length
+        end = pos + off
+        if end > self.size:
+            raise GGUFError("truncated header")
+        self.fh.seek(end)
+
+    def count(self, n: int) -> None:
+        self.items += n
+        if self.items > MAX_ITEMS:
+            raise GGUFError("header has too many array elements")
+
+    def value(self, kind: int) -> tuple[Any, bool]:
+        """One value of type ``kind``; arrays of arrays are walked with an explicit stack, not
+        recursion. Returns the value and whether it held nested arrays."""
         if kind in _SCALARS:
-            return self.scalar(kind)
+            return self.scalar(kind), False
         if kind == _STRING:
-            return self.string()
-        if kind == _ARRAY:
+            return self.string(), False
+        if kind != _ARRAY:
+            raise GGUFError(f"unknown value type {kind} in header")
+        nested_seen: list[bool] = []
+        # Frames: [the list being filled (None when skipping), element type, elements left].
+        stack: list[list[Any]] = []
+
+        def begin(keep: bool) -> Any:
             item_kind = self.u32()
-            count = self.u64()
-            if count > _MAX_COUNT:
+            n = self.u64()
+            if n > MAX_COUNT:
                 raise GGUFError("implausible array length in header")
-            if count > _KEEP_ARRAY:
-                self._skip_array(item_kind, count)
-                return _SkippedArray(count)
-            return [self.value(item_kind) for _ in range(count)]
-        raise GGUFError(f"unknown value type {kind} in header")
+            if len(stack) >= MAX_DEPTH:
+                raise GGUFError("arrays nested too deeply in header")
+            self.count(n)
+            keep = keep and n <= _KEEP_ARRAY
+            if item_kind in _SCALARS:
+                if keep:
+                    return [self.scalar(item_kind) for _ in range(n)]
+                self.skip(_SCALARS[item_kind].size * n)
+                return SkippedArray(n)
+            if item_kind not in (_STRING, _ARRAY):
+                raise GGUFError(f"unknown value type {item_kind} in header")
+            if item_kind == _ARRAY:
+                nested_seen.append(True)
+            out: list[Any] | None = [] if keep else None
+            stack.append([out, item_kind, n])
+            return out if out is not None else SkippedArray(n)
 
-    def _skip_array(self, kind: int, count: int) -> None:
-        if kind in _SCALARS:
-            self.fh.seek(_SCALARS[kind].size * count, 1)
-        elif kind == _STRING:
-            for _ in range(count):
-                self.skip_string()
-        else:
-            for _ in range(count):
-                self.value(kind)
+        top = begin(True)
+        while stack:
+            frame = stack[-1]
+            out, item_kind, left = frame
+            if left == 0:
+                stack.pop()
+                continue
+            frame[2] = left - 1
+            if item_kind == _STRING:
+                if out is None:
+                    frame[2] = 0
+                    self.skip_strings(left)
+                else:
+                    out.append(self.string())
+            else:
+                child = begin(out is not None)
+                if out is not None:
+                    out.append(child)
+        return top, bool(nested_seen)
 
 
-@dataclass(frozen=True)
-class _SkippedArray:
-    """Stands for a long array (a vocabulary) that was skipped, keeping its length."""
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file, checked on the opened file
+    descriptor (no race with a swap): a FIFO named ``x.gguf`` must not block, a symlink to
+    ``/dev/zero`` must not read forever.
 
-    length: int
+    Raises:
+        GGUFError: not a regular file.
+        OSError: the file cannot be opened.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise GGUFError("not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=1 << 16)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_header(path: str | Path) -> GGUFHeader:
-    """Read the GGUF header of ``path``.
+    """Read the GGUF header of ``path``, bounded in size, counts, nesting and time.
 
     Raises:
-        GGUFError: the file is not GGUF, is truncated, or its header is malformed.
+        GGUFError: the file is not a regular GGUF file, is truncated, or its header is
+            malformed or implausible (the message is one line).
         OSError: the file cannot be opened or read.
     """
-    with open(path, "rb") as fh:
-        r = _Reader(fh)
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        r = _Reader(fh, size)
         if fh.read(4) != GGUF_MAGIC:
             raise GGUFError("not a GGUF file (bad magic)")
         version = r.u32()
@@ -248,29 +408,36 @@ def read_header(path: str | Path) -> GGUFHeader:
             raise GGUFError(f"unsupported GGUF version {version}")
         tensor_count = r.u64()
         kv_count = r.u64()
-        if tensor_count > _MAX_COUNT or kv_count > _MAX_COUNT:
+        if tensor_count > MAX_COUNT or kv_count > MAX_COUNT:
             raise GGUFError("implausible counts in header")
         metadata: dict[str, Any] = {}
+        nested = False
         for _ in range(kv_count):
-            key = r.string()
-            metadata[key] = r.value(r.u32())
+            key = r.string(MAX_KEY)
+            metadata[key], deep = r.value(r.u32())
+            nested = nested or deep
         params = 0
         types: dict[str, int] = {}
         data_end = 0  # bytes of tensor data the header promises, where the types are known
+        data_bytes = 0
         for _ in range(tensor_count):
-            r.skip_string()
+            r.string(MAX_KEY)
             n_dims = r.u32()
-            if n_dims > _MAX_DIMS:
+            if n_dims > MAX_DIMS:
                 raise GGUFError("implausible tensor shape in header")
             n = 1
             for _ in range(n_dims):
                 n *= r.u64()
+            if n > 1 << 48:
+                raise GGUFError("implausible tensor shape in header")
             ttype = r.u32()
             offset = r.u64()
             params += n
             if ttype in _TYPE_SIZES:
                 per_block, block_bytes = _TYPE_SIZES[ttype]
-                data_end = max(data_end, offset + -(-n // per_block) * block_bytes)
+                nbytes = -(-n // per_block) * block_bytes
+                data_bytes += nbytes
+                data_end = max(data_end, offset + nbytes)
             type_name = TENSOR_TYPES.get(ttype, f"type {ttype}")
             if n_dims >= 2:  # weight matrices; norms and biases stay F32
                 types[type_name] = types.get(type_name, 0) + n
@@ -278,17 +445,20 @@ def read_header(path: str | Path) -> GGUFHeader:
         data_start = fh.tell()
         if isinstance(alignment, int) and alignment > 0:
             data_start += (-data_start) % alignment
-        fh.seek(0, 2)
-        if tensor_count and fh.tell() < data_start + max(data_end, 1):
+        if tensor_count and size < data_start + max(data_end, 1):
             raise GGUFError(
-                f"truncated file: {fh.tell()} bytes, the header promises {data_start + data_end}"
+                f"truncated file: {size} bytes, the header promises {data_start + data_end}"
             )
+    if not data_bytes and tensor_count:
+        data_bytes = max(size - data_start, 0)
     return GGUFHeader(
         version=version,
         metadata=metadata,
         tensor_count=tensor_count,
         parameter_count=params,
         tensor_types=types,
+        data_bytes=data_bytes,
+        nested_arrays=nested,
     )
 
 

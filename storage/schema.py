@@ -83,6 +83,9 @@ class MessageMeta(BaseModel):
     safety: list[SafetyNotice] = Field(default_factory=list)
     fixed_response: bool = False
     """The answer is a safety rule's fixed text: the model was not asked."""
+    reasoning: str = Field("", max_length=200_000)
+    """An answer's ``<think>`` reasoning, kept apart: shown collapsed, never sent back to the
+    model as part of the answer."""
 
     @classmethod
     def read(cls, value: Any) -> MessageMeta:

@@ -40,6 +40,10 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("BASTION_MEMORY_LIMIT_MB", raising=False)
+    # Ollama's Linux service folder: a real one on this machine must not leak into tests.
+    monkeypatch.setenv("BASTION_OLLAMA_SERVICE_DIR", str(tmp_path / "ollama-service"))
     return tmp_path
 
 
@@ -91,6 +95,7 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         BASTION_DATA_DIR=str(tmp_path / "data"),
         BASTION_CONFIG_DIR=str(tmp_path / "config"),
         BASTION_CACHE_DIR=str(tmp_path / "cache"),
+        BASTION_OLLAMA_SERVICE_DIR=str(tmp_path / "ollama-service"),
     )
     env.update(extra)
     return env
@@ -128,3 +133,24 @@ def make_gguf(
         out += b"\0" * (64 * tensors)
     path.write_bytes(bytes(out))
     return path
+
+
+def zoo_dir() -> Path:
+    """The model zoo `make zoo` writes (scripts/model_zoo.py), one folder per script version."""
+    import hashlib
+
+    override = os.environ.get("BASTION_ZOO")
+    if override:
+        return Path(override)
+    digest = hashlib.sha256((ROOT / "scripts" / "model_zoo.py").read_bytes()).hexdigest()
+    return Path.home() / ".cache" / "bastion" / "zoo" / digest[:16]
+
+
+_ZOO = zoo_dir()  # before the fixtures move HOME
+
+
+@pytest.fixture(scope="session")
+def zoo() -> Path:
+    """The model zoo folder (built by `make zoo`, which `make check` runs; never skipped)."""
+    assert (_ZOO / "manifest.json").is_file(), f"no model zoo in {_ZOO}: run `make zoo`"
+    return _ZOO

@@ -42,7 +42,7 @@ def test_models_table(tmp_path: Path) -> None:
     proc = run(tmp_path, "models")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split()[:3] == ["NAME", "SOURCE", "SIZE"]
+    assert lines[0].split()[:4] == ["NAME", "SOURCE", "ARCH", "SIZE"]
     assert any("SmolLM2-135M-Instruct" in ln and "embedded" in ln and "Q4_1" in ln for ln in lines)
     assert any("broken" in ln and "unusable: not a GGUF file" in ln for ln in lines)
     data = json.loads(run(tmp_path, "models", "--json").stdout)

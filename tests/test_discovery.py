@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -111,7 +113,7 @@ def test_other_tools(tmp_path: Path, model_path: Path) -> None:
     found = discover(None, None, home=home, include_embedded=False)
     by_source = {m.source: m for m in found}
     assert by_source[ModelSource.OLLAMA].name == "smol:latest"
-    assert by_source[ModelSource.LMSTUDIO].name == "lm"
+    assert by_source[ModelSource.LMSTUDIO].name == "pub/repo/lm"
     assert by_source[ModelSource.HUGGINGFACE].name == "org/repo/hfmodel"
     assert len(found) == 3  # the non-GGUF blob is not a model
 
@@ -136,3 +138,95 @@ def test_choose() -> None:
         choose([])
     with pytest.raises(NoModelError, match="no model named"):
         choose([], "nope")
+
+
+def _ollama_store(root: Path, model_path: Path, manifest: tuple[str, ...], digest: str) -> None:
+    blobs = root / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    os.symlink(model_path, blobs / f"sha256-{digest}")
+    man = root.joinpath("manifests", *manifest)
+    man.parent.mkdir(parents=True, exist_ok=True)
+    layer = {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}"}
+    man.write_text(json.dumps({"layers": [layer]}))
+
+
+def test_ollama_names_keep_their_namespace_and_every_store_is_searched(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ollama names read as Ollama shows them (namespace and registry kept); OLLAMA_MODELS,
+    ~/.ollama and the Linux service's folder are all searched; each name selects its model."""
+    home = tmp_path / "home"
+    custom = tmp_path / "custom-ollama"
+    service = tmp_path / "service-ollama"
+    monkeypatch.setenv("OLLAMA_MODELS", str(custom))
+    monkeypatch.setenv("BASTION_OLLAMA_SERVICE_DIR", str(service))
+    _ollama_store(custom, model_path, ("hf.co", "bartowski", "Llama-3.2-1B-GGUF", "Q4_K_M"), "a1")
+    other = make_gguf(tmp_path / "other.gguf")
+    _ollama_store(
+        home / ".ollama/models", other, ("registry.ollama.ai", "library", "smol", "latest"), "b2"
+    )
+    third = make_gguf(tmp_path / "third.gguf", {"general.name": "third"})
+    _ollama_store(service, third, ("registry.ollama.ai", "someone", "tiny", "v1"), "c3")
+    found = discover(None, None, home=home, include_embedded=False)
+    names = {m.name for m in found}
+    assert names == {"hf.co/bartowski/Llama-3.2-1B-GGUF:Q4_K_M", "smol:latest", "someone/tiny:v1"}
+    for name in names:
+        assert choose(found, name).name == name
+
+
+def test_hf_cache_locations_and_lmstudio_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HF cache under XDG_CACHE_HOME and HF_HOME, and LM Studio's current, older and
+    configured folders are searched; HF names (with `/`) select their model."""
+    home = tmp_path / "home"
+    xdg = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    snap = xdg / "huggingface/hub/models--org--repo/snapshots/1"
+    snap.mkdir(parents=True)
+    make_gguf(snap / "m-Q4.gguf")
+    old = home / ".cache/lm-studio/models/pub/old"
+    old.mkdir(parents=True)
+    make_gguf(old / "older.gguf")
+    custom = tmp_path / "lms-downloads/pub/new"
+    custom.mkdir(parents=True)
+    make_gguf(custom / "newer.gguf")
+    (home / ".lmstudio").mkdir(parents=True)
+    (home / ".lmstudio/settings.json").write_text(
+        json.dumps({"downloadsFolder": str(tmp_path / "lms-downloads")})
+    )
+    found = discover(None, None, home=home, include_embedded=False)
+    names = {m.name: m.source for m in found}
+    assert names == {
+        "org/repo/m-Q4": ModelSource.HUGGINGFACE,
+        "pub/old/older": ModelSource.LMSTUDIO,
+        "pub/new/newer": ModelSource.LMSTUDIO,
+    }
+    assert choose(found, "org/repo/m-Q4").source is ModelSource.HUGGINGFACE
+    hf_home = tmp_path / "hfhome"
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    snap2 = hf_home / "hub/models--a--b/snapshots/2"
+    snap2.mkdir(parents=True)
+    make_gguf(snap2 / "x.gguf")
+    assert "a/b/x" in {m.name for m in discover(None, None, home=home, include_embedded=False)}
+
+
+def test_hf_name_is_selectable_from_the_cli(tmp_path: Path, zoo: Path) -> None:
+    """`ask --model org/repo/file` (the name `models` shows, with slashes) picks the HF model
+    instead of failing as a missing path."""
+    from tests.conftest import bastion_cmd, cli_env
+
+    snap = tmp_path / "home/.cache/huggingface/hub/models--org--smol/snapshots/1"
+    snap.mkdir(parents=True)
+    blob = snap.parent.parent / "blobs" / "abc123"
+    blob.parent.mkdir()
+    shutil.copy(zoo / "tinyllama-1.1b-chat.gguf", blob)
+    os.symlink(blob, snap / "smol.gguf")  # as the hub lays files out
+    proc = subprocess.run(
+        [*bastion_cmd(), "ask", "--model", "org/smol/smol", "--max-tokens", "4", "--stats", "hi"],
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -336,6 +336,8 @@ class ChatScreen(Screen[None]):
         bar = self.query_one(StatusBar)
         info = event.info
         bar.model = f"{info.name} · {info.quantization or '?'}"
+        if not info.chat_template:
+            bar.model += " · no chat template: fallback format"
         bar.context_size = event.context_size
         bar.state = ""
 

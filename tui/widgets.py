@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.message import Message as TMessage
 from textual.reactive import reactive
 from textual.timer import Timer
-from textual.widgets import Label, Markdown, Static, TextArea
+from textual.widgets import Collapsible, Label, Markdown, Static, TextArea
 
 from bastion.app.turn import sources_line
 from bastion.storage.schema import Message, SafetyNotice
@@ -70,6 +70,10 @@ class MessageBox(Vertical, can_focus=True):
         notes = Static(self._notes(), classes="safety-notes")
         notes.display = bool(self._notes())
         yield notes
+        reasoning = self._reasoning()
+        with Collapsible(title="Reasoning", collapsed=True, classes="message-reasoning") as box:
+            yield Static(escape(reasoning), classes="reasoning-text")
+        box.display = bool(reasoning)
         yield Markdown(self.text, classes="message-body")
         if self.live:
             yield Static("", classes="live-tail", markup=False)
@@ -89,6 +93,11 @@ class MessageBox(Vertical, can_focus=True):
             mark = "⚠" if n.stage == "output" else "ℹ"
             lines.append(f"{mark} {escape(n.message)}")
         return "\n".join(lines)
+
+    def _reasoning(self) -> str:
+        """The answer's ``<think>`` reasoning (kept apart from its text), if any."""
+        meta = self.message.meta if self.message else None
+        return meta.reasoning if meta is not None and self.role == "assistant" else ""
 
     def _sources(self) -> str:
         meta = self.message.meta if self.message else None
@@ -138,6 +147,9 @@ class MessageBox(Vertical, can_focus=True):
             widget = self.query_one(selector, Static)
             widget.update(content)
             widget.display = bool(content)
+        reasoning = self._reasoning()
+        self.query_one(".reasoning-text", Static).update(escape(reasoning))
+        self.query_one(".message-reasoning", Collapsible).display = bool(reasoning)
 
     def action_copy(self) -> None:
         self.post_message(self.ActionRequested(self, "copy"))

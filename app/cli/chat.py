@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,11 @@ from bastion.app.cli.common import (
 )
 from bastion.app.packs import Pack
 from bastion.app.session import ChatSession, PackContextError
+from bastion.models import memory
+from bastion.models.discovery import HashCache, ModelInfo, ModelSource, describe, split_parts
 from bastion.models.engine import TurnStats
-from bastion.models.settings import SamplingSettings
+from bastion.models.gguf import GGUFError, open_regular, read_header
+from bastion.models.settings import LoadSettings, SamplingSettings
 
 
 def _human_size(n: int) -> str:
@@ -35,22 +40,71 @@ def _human_size(n: int) -> str:
 # -- models
 
 
+def _default_context(info: ModelInfo, load: LoadSettings) -> int:
+    trained = info.context_length
+    return min(load.n_ctx, trained) if trained else load.n_ctx
+
+
+def _memory_columns(info: ModelInfo, load: LoadSettings, avail: int | None) -> tuple[str, str]:
+    """(memory needed at the default context, whether it fits) for one model."""
+    if not info.usable or info.shape is None:
+        return "-", "-"
+    need = memory.estimate(info.shape, _default_context(info, load), load.n_batch).total
+    if avail is None:
+        return memory.format_bytes(need), "?"
+    if need <= avail:
+        return memory.format_bytes(need), "yes"
+    smaller = memory.largest_context(info.shape, avail, _default_context(info, load), load.n_batch)
+    fit = f"at {smaller} tokens" if smaller else "no"
+    return memory.format_bytes(need), fit
+
+
+def _status(m: ModelInfo) -> str:
+    if not m.usable:
+        return f"unusable: {m.reason}"
+    if not m.chat_template:
+        return "usable (no chat template: a fallback format)"
+    return "usable"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     found = model_choice.find_models(Path(args.model) if args.model else None)
+    load = LoadSettings()
+    avail = memory.available_memory()
     if args.json:
-        print(json.dumps([m.model_dump(mode="json", exclude={"chat_template"}) for m in found]))
+        rows_json = []
+        for m in found:
+            data = m.model_dump(mode="json", exclude={"chat_template", "shape"})
+            need, fit = _memory_columns(m, load, avail)
+            data["has_chat_template"] = bool(m.chat_template)
+            data["default_context"] = _default_context(m, load)
+            data["memory_needed"] = (
+                memory.estimate(m.shape, _default_context(m, load), load.n_batch).total
+                if m.usable and m.shape
+                else None
+            )
+            data["fits"] = fit
+            rows_json.append(data)
+        print(json.dumps(rows_json))
         return 0
-    rows = [("NAME", "SOURCE", "SIZE", "PARAMS", "QUANT", "CONTEXT", "STATUS")]
+    rows: list[tuple[str, ...]] = [
+        ("NAME", "SOURCE", "ARCH", "SIZE", "PARAMS", "QUANT", "CONTEXT", "MEMORY", "FITS")
+    ]
+    rows[0] += ("STATUS",)
     for m in found:
+        need, fit = _memory_columns(m, load, avail)
         rows.append(
             (
-                m.name,
+                printable(m.name),
                 m.source.value,
+                printable(m.architecture or "?"),
                 _human_size(m.file_size),
-                m.parameters or "?",
-                m.quantization or "?",
+                printable(m.parameters or "?"),
+                printable(m.quantization or "?"),
                 str(m.context_length or "?"),
-                "usable" if m.usable else f"unusable: {m.reason}",
+                need,
+                fit,
+                printable(_status(m)),
             )
         )
     if len(rows) == 1:
@@ -59,7 +113,56 @@ def cmd_models(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    ctx = load.n_ctx
+    note = f"MEMORY: needed at the default context ({ctx} tokens, or less if trained with less)"
+    if avail is not None:
+        note += f"; {memory.format_bytes(avail)} available now"
+    print(note, file=sys.stderr)
     return 0
+
+
+def cmd_models_add(args: argparse.Namespace) -> int:
+    """Check a GGUF file's header and put it in the models folder (a hard link when the file
+    is on the same file system, else a copy), recording its SHA-256."""
+    src = Path(args.path).expanduser()
+    info = describe(src, ModelSource.EXPLICIT)
+    if not info.usable:
+        raise UsageError(f"bastion models add: {src.name}: {info.reason}")
+    folder = paths.models_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        header = read_header(src)
+    except (GGUFError, OSError) as exc:
+        raise UsageError(f"bastion models add: {src.name}: {exc}") from None
+    added = []
+    for part in split_parts(src, header):
+        dest = folder / part.name
+        if dest.exists():
+            raise UsageError(f"bastion models add: {dest.name} is already in the models folder")
+        if args.copy:
+            _copy(part, dest)
+        else:
+            try:
+                os.link(part, dest)
+            except OSError:
+                _copy(part, dest)
+        added.append(dest)
+    digest = HashCache(paths.cache_dir() / "model-hashes.json").sha256(added[0])
+    print(f"added {printable(info.name)} to {folder} (sha256 {digest})")
+    return 0
+
+
+def _copy(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.part")
+    try:
+        with open_regular(src) as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # -- ask
@@ -137,6 +240,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         session.system = args.system
         saving = bool(args.save or args.cont)
         if args.cont:
+            session.require_conversation_model = True
             conv = session.store.find_conversation(args.cont)
             if conv.pack_id and args.pack and args.pack != conv.pack_id:
                 raise UsageError(f"bastion ask: that conversation uses pack {conv.pack_id}")
@@ -157,14 +261,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
         except PackContextError as exc:
             raise UsageError(f"bastion ask: {exc}") from None
         pieces = []
+        shown = False
         try:
             for piece in gen:
+                if not shown and args.show_reasoning and gen.stats.reasoning:
+                    print(f"[reasoning] {printable(gen.stats.reasoning, keep_newlines=True)}\n")
+                shown = True
                 pieces.append(piece)
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             pending.cancel.set()
         sys.stdout.write("\n")
+        if args.show_reasoning and gen.stats.reasoning and not shown:
+            print(f"[reasoning] {printable(gen.stats.reasoning, keep_newlines=True)}")
         answer = session.finish(pending, "".join(pieces))
         if answer.meta.sources:
             print(f"\nSources: {printable(turn.sources_line(answer.meta.sources))}")
@@ -188,10 +298,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Register this family's commands."""
-    p = sub.add_parser("models", help="list the models found on this machine")
+    p = sub.add_parser(
+        "models", help="list the models found on this machine (or `models add PATH`)"
+    )
     p.add_argument("--model", metavar="PATH", help="also describe this GGUF file")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)
+    msub = p.add_subparsers(dest="models_command", metavar="{add}")
+    a = msub.add_parser("add", help="check a GGUF file and add it to the models folder")
+    a.add_argument("path", metavar="PATH", help="the GGUF file (the first part of a split one)")
+    a.add_argument("--copy", action="store_true", help="copy the file instead of linking it")
+    a.set_defaults(func=cmd_models_add)
 
     p = sub.add_parser("ask", help="ask one question; the answer streams to stdout")
     p.add_argument("question", nargs="?", help="the question, or - to read it from stdin")
@@ -204,6 +321,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--temperature", type=float, metavar="T")
     p.add_argument("--seed", type=int, metavar="N")
     p.add_argument("--stats", action="store_true", help="print generation statistics to stderr")
+    p.add_argument(
+        "--show-reasoning",
+        action="store_true",
+        help="also print the model's reasoning (<think>), which is hidden by default",
+    )
     p.add_argument("--save", action="store_true", help="save the exchange in the vault")
     p.add_argument(
         "--continue", dest="cont", metavar="ID", help="continue a saved conversation (saves)"
