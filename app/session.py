@@ -350,29 +350,28 @@ class ChatSession:
         form: str = "md",
         redact: bool = False,
     ) -> None:
-        """Encrypt a conversation to ``out`` (vault key by default); atomic, in memory."""
-        keys = [export_fmt.parse_recipient(r) for r in recipients or []]
-        if passphrase is None and not keys:
-            keys = [transfer.ensure_identity(self.store).to_public()]
-        doc, _ = transfer.build_export(self.store, [conversation_id], redact=redact)
-        blob = export_fmt.encrypt(
-            transfer.render(doc, form), recipients=keys, passphrase=passphrase
+        """Encrypt a conversation to ``out`` (vault key by default), signed with the vault's
+        key; atomic, in memory."""
+        transfer.export_file(
+            self.store,
+            [conversation_id],
+            out,
+            passphrase=passphrase,
+            recipients=[export_fmt.parse_recipient(r) for r in recipients or []],
+            form=form,
+            redact=redact,
         )
-        export_fmt.write_encrypted(out, blob)
 
-    def import_file(self, path: Path, passphrase: str | None = None) -> int:
-        """Add the conversations of an export as new ones; returns how many."""
+    def import_file(self, path: Path, passphrase: str | None = None) -> transfer.ImportResult:
+        """Add the conversations of an export as new ones, marked imported; the result says
+        whether the file was authentic, unsigned or signed by an unknown key.
+
+        Raises:
+            ExportError: unreadable, hostile, malformed or altered (nothing is imported).
+        """
         data = export_fmt.read_limited(path)
-        header = export_fmt.read_header(data)
-        identity = None
-        if "scrypt" not in header.kinds:
-            identity = transfer.vault_identity(self.store)
-            if identity is None:
-                raise export_fmt.ExportError("this vault has no age identity to decrypt with")
-        plain = export_fmt.decrypt(
-            data, identities=[identity] if identity else [], passphrase=passphrase
-        )
-        return len(transfer.import_conversations(self.store, export_fmt.parse_document(plain)))
+        plain = transfer.decrypt_export(self.store, data, passphrase)
+        return transfer.import_verified(self.store, plain)
 
     # -- branches -------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.widgets import Label, Markdown, Static, TextArea
 
+from bastion.app.terminal import visible
 from bastion.app.turn import sources_line
 from bastion.storage.schema import Message, SafetyNotice
 
@@ -70,7 +71,7 @@ class MessageBox(Vertical, can_focus=True):
         notes = Static(self._notes(), classes="safety-notes")
         notes.display = bool(self._notes())
         yield notes
-        yield Markdown(self.text, classes="message-body")
+        yield Markdown(visible(self.text, keep_newlines=True), classes="message-body")
         if self.live:
             yield Static("", classes="live-tail", markup=False)
         sources = Label(self._sources(), classes="message-sources")
@@ -100,7 +101,7 @@ class MessageBox(Vertical, can_focus=True):
         who = {"user": "You", "assistant": "Assistant", "system": "System"}.get(
             self.role, self.role
         )
-        parts = [f"[b]{who}[/b]"]
+        parts = [f"[b]{escape(visible(who))}[/b]"]
         if self.message is not None:
             parts.append(f"[dim]{self.message.created.astimezone():%H:%M}[/dim]")
             meta = self.message.meta
@@ -127,7 +128,7 @@ class MessageBox(Vertical, can_focus=True):
         self.message = message
         self.text = text
         self.query_one(".message-header", Label).update(self._header())
-        self.query_one(Markdown).update(text)
+        self.query_one(Markdown).update(visible(text, keep_newlines=True))
         if self.live:
             self.live = False
             self.query_one(".live-tail").remove()

@@ -40,19 +40,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([m.model_dump(mode="json", exclude={"chat_template"}) for m in found]))
         return 0
-    rows = [("NAME", "SOURCE", "SIZE", "PARAMS", "QUANT", "CONTEXT", "STATUS")]
+    rows: list[tuple[str, ...]] = [
+        ("NAME", "SOURCE", "SIZE", "PARAMS", "QUANT", "CONTEXT", "STATUS")
+    ]
     for m in found:
-        rows.append(
-            (
-                m.name,
-                m.source.value,
-                _human_size(m.file_size),
-                m.parameters or "?",
-                m.quantization or "?",
-                str(m.context_length or "?"),
-                "usable" if m.usable else f"unusable: {m.reason}",
-            )
+        row = (
+            m.name,
+            m.source.value,
+            _human_size(m.file_size),
+            m.parameters or "?",
+            m.quantization or "?",
+            str(m.context_length or "?"),
+            "usable" if m.usable else f"unusable: {m.reason}",
         )
+        rows.append(tuple(printable(c) for c in row))
     if len(rows) == 1:
         print("no models found; the embedded one is installed by `make run`", file=sys.stderr)
         return EXIT_ERROR
@@ -160,7 +161,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         try:
             for piece in gen:
                 pieces.append(piece)
-                sys.stdout.write(piece)
+                sys.stdout.write(printable(piece, keep_newlines=True))
                 sys.stdout.flush()
         except KeyboardInterrupt:
             pending.cancel.set()

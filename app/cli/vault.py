@@ -14,6 +14,7 @@ from bastion.app.cli.common import (
     UsageError,
     add_passphrase_fd,
     open_vault,
+    printable,
 )
 from bastion.app.secrets_input import PassphraseError, read_passphrase
 from bastion.storage import crypto
@@ -53,10 +54,20 @@ def cmd_passwd(args: argparse.Namespace) -> int:
             confirm=True,
         )
         try:
-            vault.change_passphrase(new)
+            if args.rekey:
+                vault.rekey(new)
+            else:
+                vault.change_passphrase(new)
         finally:
             crypto.wipe(new)
-    print("bastion: passphrase changed", file=sys.stderr)
+    if args.rekey:
+        print(
+            "bastion: passphrase changed and data key rotated: old headers and old "
+            "passphrases open nothing written from now on",
+            file=sys.stderr,
+        )
+    else:
+        print("bastion: passphrase changed", file=sys.stderr)
     return 0
 
 
@@ -75,7 +86,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(json.dumps([c.as_dict() for c in checks]))
     else:
         for c in checks:
-            print(f"{c.status:4}  {c.name}: {c.detail}")
+            print(f"{c.status:4}  {c.name}: {printable(c.detail)}")
     return EXIT_ERROR if any(c.status == doctor.FAIL for c in checks) else 0
 
 
@@ -90,6 +101,12 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("passwd", help="change the vault passphrase")
     add_passphrase_fd(p)
     p.add_argument("--new-passphrase-fd", type=int, metavar="FD")
+    p.add_argument(
+        "--rekey",
+        action="store_true",
+        help="also rotate the data key (re-encrypts the whole database): use it when an old "
+        "copy of vault.hdr or the old passphrase may be known to someone",
+    )
     p.set_defaults(func=cmd_passwd)
 
     p = sub.add_parser("doctor", help="check the vault, files, offline guard, models, disk")
