@@ -449,7 +449,10 @@ def _add_conversation(store: Store, conv: dict[str, Any], *, imported: bool) -> 
 
 
 def build_backup(store: Store) -> dict[str, Any]:
-    """Everything in the vault: conversations (all branches), packs and settings."""
+    """Everything in the vault: conversations (all branches), packs and settings (the
+    vault's keys among them, made first if missing, so a restore can open its exports)."""
+    ensure_identity(store)
+    signing_key(store)
     doc = fmt.transcript_document([conversation_dict(store, c) for c in store.list_conversations()])
     doc["format"] = fmt.BACKUP_FORMAT
     doc["packs"] = [p.model_dump(mode="json") for p in store.list_packs()]

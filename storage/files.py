@@ -61,7 +61,10 @@ def read_regular(path: Path, max_size: int) -> bytes:
         OSError: the file cannot be opened or read (missing, permissions...).
     """
     path = Path(path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except ValueError:  # a NUL in the name
+        raise UnsafeFileError("refusing to read: the file name holds a NUL character") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

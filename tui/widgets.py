@@ -64,7 +64,7 @@ class MessageBox(Vertical, can_focus=True):
         self.live = live
         """Being written: the block in progress shows as plain text under the Markdown."""
         """Safety notices to show while the answer is still being written."""
-        self.add_class(f"-{role}")
+        self.add_class(f"-{role}" if role in ("user", "assistant", "system") else "-other")
 
     def compose(self) -> ComposeResult:
         yield Label(self._header(), classes="message-header")

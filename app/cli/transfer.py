@@ -155,8 +155,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
-        doc = transfer.build_backup(vault.store)
         recipients, passphrase = encryption(args, vault, [])
+        doc = transfer.build_backup(vault.store)
         plaintext = transfer.render(doc, "json")
     export_fmt.write_encrypted(
         Path(args.out), export_fmt.encrypt(plaintext, recipients=recipients, passphrase=passphrase)
