@@ -253,7 +253,7 @@ def test_models_output_is_sanitised(tmp_path: Path) -> None:
         tmp_path / "ev\x1b]0;x\x07il.gguf",
         {"general.name": "\x1b]52;c;Y3VybA==\x07name\u202e", "general.size_label": "\x9b2J"},
     )
-    code, out, err = cli("models", "--model", str(path), passphrase=None)
+    _, out, err = cli("models", "--model", str(path), passphrase=None)
     assert unsafe_in(out) == [] and unsafe_in(err) == [], (out, err)
     assert "\\x1b" in out + err
 
@@ -460,7 +460,7 @@ def test_deeply_nested_export_is_one_line(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.age"
     _reencrypt(bomb, ("[" * 100_000 + "]" * 100_000).encode())
     for command in ("verify", "import"):
-        code, out, err = cli(command, str(bomb))
+        code, _, err = cli(command, str(bomb))
         assert code == 1 and len(err.strip().splitlines()) == 1, err
         assert "nested deeper than" in err
     with pytest.raises(fmt.MalformedExportError):
