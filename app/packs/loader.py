@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from bastion.app.packs.base import MAX_PACK_BYTES, MAX_REFERENCE_BYTES, MAX_TOTAL_BYTES, PackError
 from bastion.app.packs.format import Pack
+from bastion.app.terminal import visible
 from bastion.storage.files import UnsafeFileError, read_regular
 
 MAX_TOML_DEPTH = 32
@@ -106,7 +107,7 @@ def _problems(exc: ValidationError, name: str, lines: dict[tuple[Any, ...], int]
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        field = _dotted(loc) or "pack"
+        field = visible(_dotted(loc)) or "pack"  # keys come from the file: one line
         problems.append(f"{where}: {field}: {msg}")
     return problems
 
@@ -130,6 +131,8 @@ def parse(text: str, *, name: str = "pack.toml", folder: Path | None = None) -> 
         m = re.search(r"^(.*) \(at line (\d+), column (\d+)\)$", str(exc))
         where, what = (f"{name} line {m[2]}", f"{m[1]} (column {m[3]})") if m else (name, str(exc))
         raise PackError([f"{where}: not valid TOML: {what}"]) from None
+    except ValueError:  # e.g. an integer longer than Python converts (4,300 digits)
+        raise PackError([f"{name}: not valid TOML: a number is too large"]) from None
     lines = _toml_lines(text)
     try:
         pack = Pack.model_validate(data)
