@@ -75,7 +75,7 @@ def test_rekey_changes_the_database_key(tmp_path: Path) -> None:
     (folder / "vault.hdr").write_bytes(old_header)
     try:
         Vault.open(folder, "A", accept_rollback=True).close()
-    except Exception as exc:  # noqa: BLE001 - the type is asserted below
+    except Exception as exc:
         assert "damaged or not this vault's" in str(exc)
     else:
         raise AssertionError("an old header opened the rekeyed database")
