@@ -9,13 +9,14 @@ from pathlib import Path
 from bastion.storage.vault import Vault
 from bastion.tui.app import BastionApp
 from bastion.tui.conversations import ConversationItem
-from tests.test_tui import PW, SIZE, settle, unlock, vault_with_settings  # noqa: F401
+from tests.conftest import TUI_PW as PW
+from tests.test_tui import SIZE, settle, unlock
 
 TITLE = "My HIV test came back positive, what now?"
 
 
-async def test_default_export_name_is_neutral(vault_with_settings: Path) -> None:  # noqa: F811
-    """Ctrl+E proposes bastion-<date>-<time>.age: the title never reaches a file name."""
+async def test_default_export_name_is_neutral(vault_with_settings: Path) -> None:
+    """F5 (export) proposes bastion-<date>-<time>.age: the title never reaches a file name."""
     with Vault.open(vault_with_settings, PW) as v:
         c = v.store.create_conversation(TITLE)
         v.store.add_message(c.id, "user", "hello")
@@ -25,7 +26,7 @@ async def test_default_export_name_is_neutral(vault_with_settings: Path) -> None
         await pilot.click("#conversations")
         await pilot.press("enter")
         await settle(pilot, app)
-        await pilot.press("ctrl+e")
+        await pilot.press("f5")
         await settle(pilot, app)
         proposed = Path(app.screen.query_one("#exp-path").value)
         assert re.fullmatch(r"bastion-\d{8}-\d{6}\.age", proposed.name), proposed.name
@@ -33,7 +34,7 @@ async def test_default_export_name_is_neutral(vault_with_settings: Path) -> None
 
 
 async def test_sidebar_marks_imported_and_shows_hostile_titles(
-    vault_with_settings: Path,  # noqa: F811
+    vault_with_settings: Path,
 ) -> None:
     """An imported conversation says so in the sidebar; a title with markup and escape
     sequences is shown as text."""
