@@ -11,7 +11,13 @@ from pathlib import Path
 from bastion.app import audit, model_choice, offline, paths
 from bastion.models.engine import backend_info
 from bastion.storage import crypto
-from bastion.storage.vault import VAULT_FILES, Vault, VaultError, file_mode_problems
+from bastion.storage.vault import (
+    VAULT_FILES,
+    RollbackError,
+    Vault,
+    VaultError,
+    file_mode_problems,
+)
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -88,8 +94,7 @@ def check_vault(vault: Vault) -> list[Check]:
             or "secure_delete, temp_store=MEMORY, WAL, synchronous=FULL, FTS secure-delete",
         )
     )
-    if vault.rollback_warning:
-        checks.append(Check("rollback", WARN, vault.rollback_warning))
+    checks.append(Check("rollback", OK, "the database and its header agree"))
     checks.append(
         Check("recovery key", OK, "set (a second way in, kept by you)")
         if vault.has_recovery_key
@@ -203,10 +208,15 @@ def run(passphrase: bytearray | None) -> list[Check]:
     exists = paths.vault_exists(folder)
     if exists and passphrase is not None:
         try:
-            vault = Vault.open(folder, passphrase, accept_rollback=True)
+            # Never accept a rollback here: doctor reports it (FAIL) and changes nothing;
+            # accepting one is the user's explicit choice at unlock (--accept-rollback).
+            vault = Vault.open(folder, passphrase)
             checks.append(Check("vault header", OK, "unlocked; every header byte authenticated"))
         except crypto.UnlockError as exc:
             checks.append(Check("vault header", FAIL, str(exc)))
+        except RollbackError as exc:
+            checks.append(Check("vault header", OK, "every header byte authenticated"))
+            checks.append(Check("rollback", FAIL, f"{exc}; nothing was changed"))
         except VaultError as exc:
             checks.append(Check("vault", FAIL, str(exc)))
         finally:

@@ -1,10 +1,15 @@
 """Reading passphrases: from a file descriptor, the environment, or the terminal (no echo).
 
+A passphrase read from the environment is removed from it at once (and overwritten where
+``/proc/PID/environ`` would still show it).
+
 Passphrases are returned as ``bytearray`` so callers can wipe them after use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import getpass
 import os
 import warnings
@@ -34,6 +39,24 @@ def _read_fd(fd: int) -> bytearray:
     return chunks
 
 
+def scrub_environment(name: str) -> None:
+    """Remove ``name`` from the environment, and overwrite its value in the process's
+    original environment block, which ``/proc/PID/environ`` shows for the process's whole
+    life (``unsetenv`` alone only drops the pointer to it)."""
+    prefix = name.encode() + b"="
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        libc = ctypes.CDLL(None)
+        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+        i = 0
+        while environ[i]:
+            address = environ[i]
+            entry = ctypes.string_at(address)
+            if entry.startswith(prefix):
+                ctypes.memset(address + len(prefix), 0, len(entry) - len(prefix))
+            i += 1
+    os.environ.pop(name, None)
+
+
 def read_passphrase(
     *,
     fd: int | None = None,
@@ -50,6 +73,7 @@ def read_passphrase(
         value = _read_fd(fd)
     elif os.environ.get(env):
         value = bytearray(os.environ[env].encode("utf-8"))
+        scrub_environment(env)
     else:
         try:
             # getpass falls back to reading stdin *with echo* when there is no terminal;

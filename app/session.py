@@ -437,41 +437,49 @@ class ChatSession:
         form: str = "md",
         redact: bool = False,
     ) -> None:
-        """Encrypt a conversation to ``out`` (vault key by default); atomic, in memory."""
-        keys = [export_fmt.parse_recipient(r) for r in recipients or []]
-        if passphrase is None and not keys:
-            keys = [transfer.ensure_identity(self.store).to_public()]
-        doc, _ = transfer.build_export(self.store, [conversation_id], redact=redact)
-        blob = export_fmt.encrypt(
-            transfer.render(doc, form), recipients=keys, passphrase=passphrase
+        """Encrypt a conversation to ``out`` (vault key by default), signed with the vault's
+        key; atomic, in memory."""
+        transfer.export_file(
+            self.store,
+            [conversation_id],
+            out,
+            passphrase=passphrase,
+            recipients=[export_fmt.parse_recipient(r) for r in recipients or []],
+            form=form,
+            redact=redact,
         )
-        export_fmt.write_encrypted(out, blob)
+        keys = list(recipients or [])
+        if passphrase is None and not keys:
+            keys = [str(transfer.ensure_identity(self.store).to_public())]
         transfer.record_export(
             self.store,
             "export",
             [conversation_id],
-            list(recipients or [])
-            or ([] if passphrase is not None else [str(keys[0])] if keys else []),
+            keys,
             passphrase=passphrase is not None,
             form=form,
             redacted=redact,
         )
 
-    def import_file(self, path: Path, passphrase: str | None = None) -> int:
-        """Add the conversations of an export as new ones; returns how many."""
+    def import_file(self, path: Path, passphrase: str | None = None) -> transfer.ImportResult:
+        """Add the conversations of an export as new ones, marked imported; the result says
+        whether the file was authentic, unsigned or signed by an unknown key.
+
+        Raises:
+            ExportError: unreadable, hostile, malformed or altered (nothing is imported).
+        """
         data = export_fmt.read_limited(path)
-        header = export_fmt.read_header(data)
-        identity = None
-        if "scrypt" not in header.kinds:
-            identity = transfer.vault_identity(self.store)
-            if identity is None:
-                raise export_fmt.ExportError("this vault has no age identity to decrypt with")
-        plain = export_fmt.decrypt(
-            data, identities=[identity] if identity else [], passphrase=passphrase
+        plain = transfer.decrypt_export(self.store, data, passphrase)
+        result = transfer.import_verified(self.store, plain)
+        transfer.record_import(
+            self.store,
+            "import",
+            data,
+            result.ids,
+            export_fmt.read_header(data),
+            result.verification.describe(),
         )
-        ids = transfer.import_conversations(self.store, export_fmt.parse_document(plain))
-        transfer.record_import(self.store, "import", data, ids, header)
-        return len(ids)
+        return result
 
     # -- branches -------------------------------------------------------------
 

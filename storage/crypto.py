@@ -390,3 +390,47 @@ def with_counter(blob: bytes, data_key: bytes | bytearray, counter: int) -> byte
     verify_mac(blob, data_key)
     body = blob[: -(_COUNTER.size + _MAC_SIZE)]
     return _with_counter(body, data_key, counter)
+
+
+# -- the vault's signing identity (Ed25519) ----------------------------------------------
+# Exports are signed so that a transcript can be told apart from one written by someone
+# who only holds the vault's public age key (see storage.export).
+
+
+def new_signing_key() -> bytes:
+    """A fresh Ed25519 private key (32 raw bytes), kept inside the encrypted vault."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().private_bytes_raw()
+
+
+def signing_public_key(private: bytes | bytearray) -> bytes:
+    """The public half (32 raw bytes) of an Ed25519 private key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(bytes(private)).public_key().public_bytes_raw()
+
+
+def sign(private: bytes | bytearray, message: bytes) -> bytes:
+    """An Ed25519 signature (64 bytes) of ``message``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(bytes(private)).sign(message)
+
+
+def verify_signature(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` is the Ed25519 signature of ``message`` under ``public``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def key_fingerprint(public: bytes) -> str:
+    """A short name for a public key: the first 16 bytes of its SHA-256, hex, in groups."""
+    digest = sha256(public).hexdigest()[:32]
+    return ":".join(digest[i : i + 4] for i in range(0, 32, 4))

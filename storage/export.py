@@ -16,6 +16,18 @@ Format ``json`` is the JSON document alone. The JSON carries every message with
 canonical fields, and each conversation carries ``chain_head``: any edit of the content shows
 up as a broken chain at the first altered message.
 
+Authenticity (version 2): the chain is unkeyed, so anyone who can encrypt to the vault could
+write a consistent one. Each export is therefore signed with the exporting vault's Ed25519
+key over the canonical JSON of the whole document (``signature`` holds the public key and
+the signature). The Markdown part is rendered from the JSON, so :func:`body_mismatch`
+re-renders it and compares byte for byte: a readable part that says something else than
+the signed JSON is an alteration. Version-1 files (unsigned) still parse.
+
+Parsing is bounded: the JSON is read with an explicit nesting limit
+(:data:`MAX_JSON_DEPTH`), no NaN or infinite numbers, valid Unicode only; files are read
+through :func:`bastion.storage.files.read_regular` (regular files only, size capped on the
+bytes read).
+
 Decryption happens in memory only. Before a file reaches pyrage, its header is read here:
 scrypt work factors above ``max_work_factor`` and files above ``max_size`` are refused, so a
 hostile file cannot make Bastion spend gigabytes of memory or minutes of CPU.
@@ -23,6 +35,7 @@ hostile file cannot make Bastion spend gigabytes of memory or minutes of CPU.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -35,11 +48,15 @@ from typing import Annotated, Any
 import pyrage
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from bastion.storage.files import atomic_write
+from bastion.storage import crypto
+from bastion.storage.files import UnsafeFileError, atomic_write, read_regular
 
 FORMAT = "bastion-transcript"
 BACKUP_FORMAT = "bastion-backup"
-VERSION = 1
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+MAX_JSON_DEPTH = 32
+MAX_IDENTITY_FILE = 64 * 1024
 AGE_MAGIC = b"age-encryption.org/v1\n"
 DEFAULT_MAX_WORK_FACTOR = 20  # 2^20 scrypt: 1 GiB, a few seconds; age's own ceiling is 22
 DEFAULT_MAX_SIZE = 512 * 1024 * 1024
@@ -59,6 +76,63 @@ class DecryptionError(ExportError):
 
 class HostileFileError(ExportError):
     """The file asks for more than Bastion will spend to open it."""
+
+
+class MalformedExportError(ExportError):
+    """The decrypted content is not a well-formed Bastion document (too deeply nested, not
+    JSON, invalid numbers or Unicode, wrong fields)."""
+
+
+class IdentityFileError(ExportError):
+    """An ``--identity`` file that is not a readable age identity file."""
+
+
+# -- bounded JSON -------------------------------------------------------------------
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def load_json(text: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` with an explicit nesting limit, finite numbers and valid Unicode.
+
+    The nesting is measured before parsing (strings skipped), so a deeply nested document
+    never reaches the recursive parser.
+
+    Raises:
+        MalformedExportError: nested deeper than ``max_depth``, not JSON, NaN/Infinity or a
+            number out of range, or a lone surrogate in a string.
+    """
+    depth = 0
+    for m in _JSON_TOKENS.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise MalformedExportError(
+                    f"malformed export: nested deeper than {max_depth} levels"
+                )
+        elif c in "]}":
+            depth -= 1
+    try:
+        value = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+        # A lone surrogate (\ud800) parses but cannot be hashed or stored as UTF-8.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):
+        raise MalformedExportError(
+            "not a Bastion export: no readable JSON document inside"
+        ) from None
+    return value
 
 
 # -- the hash chain ---------------------------------------------------------------
@@ -187,11 +261,19 @@ def transcript_document(conversations: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def render_markdown(doc: dict[str, Any]) -> str:
-    """The transcript as Markdown, with the JSON document as a fenced appendix."""
-    out = ["# Bastion transcript", "", f"Exported {doc['exported']}.", ""]
+def _markdown_sections(doc: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """The Markdown transcript in sections, each tagged with the id of the message it shows
+    (None for the rest): rendered from the JSON document alone, so it can be checked."""
+    head = ["# Bastion transcript", "", f"Exported {doc.get('exported')}."]
+    signature = doc.get("signature")
+    if isinstance(signature, dict):
+        fp = signature_fingerprint(signature)
+        head.append(f"Signed by the vault key {fp} (check with `bastion verify`).")
+    sections: list[tuple[str | None, str]] = [(None, "\n".join(head))]
     for conv in doc["conversations"]:
-        out += [f"## {conv['title']}", ""]
+        out = ["", f"## {conv['title']}", ""]
+        if conv.get("imported"):
+            out += ["(imported into the exporting vault from another file)", ""]
         model = conv.get("model") or {}
         pack = conv.get("pack") or {}
         if model.get("name"):
@@ -200,12 +282,48 @@ def render_markdown(doc: dict[str, Any]) -> str:
             out.append(f"Pack: {pack['id']} {pack.get('version') or ''}".rstrip())
             if pack.get("disclaimer"):
                 out += ["", f"> {pack['disclaimer']}"]
-        out.append("")
+        sections.append((None, "\n".join(out)))
         for m in conv["messages"]:
-            out += [f"### {m['role']} · {m['created']}", "", m["content"], ""]
+            text = "\n".join(["", f"### {m['role']} · {m['created']}", "", m["content"]])
+            sections.append((m.get("id"), text))
     body = json.dumps(doc, ensure_ascii=False, indent=1)
-    out += ["---", "", APPENDIX_OPEN + body, "```", ""]
-    return "\n".join(out)
+    sections.append((None, "\n".join(["", "---", "", APPENDIX_OPEN + body, "```", ""])))
+    return sections
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """The transcript as Markdown, with the JSON document as a fenced appendix."""
+    return "\n".join(text for _, text in _markdown_sections(doc))
+
+
+def body_mismatch(plaintext: bytes, doc: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether a Markdown export's readable part differs from what its JSON renders to.
+
+    Returns:
+        ``(False, None)`` when the bytes match (or the file is the JSON alone), else
+        ``(True, id)`` with the id of the first message whose readable text differs (None
+        when the difference is outside the messages).
+    """
+    try:
+        text = plaintext.decode("utf-8")
+    except UnicodeDecodeError:
+        return True, None
+    if text.rfind(APPENDIX_OPEN) == -1:
+        return False, None  # format json: the JSON is the whole file
+    sections = _markdown_sections(doc)
+    expected = "\n".join(t for _, t in sections)
+    if expected == text:
+        return False, None
+    at = next(
+        (i for i, (a, b) in enumerate(zip(expected, text, strict=False)) if a != b),
+        min(len(expected), len(text)),
+    )
+    pos = 0
+    for message_id, section in sections:
+        pos += len(section) + 1
+        if at < pos:
+            return True, message_id
+    return True, None
 
 
 def _iso(value: str) -> str:
@@ -242,6 +360,7 @@ class ExportedConversation(_Strict):
     pack: dict[str, str | None] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
     pinned: bool = False
+    imported: bool = False
     head_id: str | None = None
     chain_head: str | None = None
     messages: list[ExportedMessage] = Field(default_factory=list)
@@ -255,9 +374,17 @@ class ExportedPack(_Strict):
     signer: str | None = None
 
 
+class ExportedSignature(_Strict):
+    algorithm: str = Field(pattern="^ed25519$")
+    public_key: str = Field(max_length=100)
+    value: str = Field(max_length=200)
+
+
 class ExportedDocument(_Strict):
     format: str
     version: int
+    exported: IsoTime | None = None
+    signature: ExportedSignature | None = None
     conversations: list[ExportedConversation] = Field(default_factory=list)
     packs: list[ExportedPack] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)
@@ -273,21 +400,79 @@ def parse_document(plaintext: bytes) -> dict[str, Any]:
     if at != -1:
         end = text.rfind("\n```")
         text = text[at + len(APPENDIX_OPEN) : end if end > at else len(text)]
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise ExportError("not a Bastion export: no readable JSON document inside") from None
+    doc = load_json(text)
     if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, BACKUP_FORMAT):
-        raise ExportError("not a Bastion export: unknown format")
-    if doc.get("version") != VERSION:
-        raise ExportError(f"export format version {doc.get('version')} is not supported")
+        raise MalformedExportError("not a Bastion export: unknown format")
+    version = doc.get("version")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        shown = version if type(version) is int and abs(version) < 10**6 else "?"
+        raise MalformedExportError(f"export format version {shown} is not supported")
     try:
         ExportedDocument.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise ExportError(f"malformed export: {where}: {first['msg']}") from None
+        raise MalformedExportError(f"malformed export: {where}: {first['msg']}") from None
     return doc
+
+
+# -- signatures ------------------------------------------------------------------------
+
+
+def canonical_bytes(doc: dict[str, Any]) -> bytes:
+    """What a signature covers: the document without its ``signature``, as canonical JSON
+    (keys sorted, no spaces, UTF-8)."""
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
+
+
+def sign_document(doc: dict[str, Any], signing_key: bytes | bytearray) -> None:
+    """Sign ``doc`` in place with the vault's Ed25519 key (adds ``signature``)."""
+    public = crypto.signing_public_key(signing_key)
+    value = crypto.sign(signing_key, canonical_bytes(doc))
+    doc["signature"] = {
+        "algorithm": "ed25519",
+        "public_key": base64.b64encode(public).decode(),
+        "value": base64.b64encode(value).decode(),
+    }
+
+
+def signature_fingerprint(signature: dict[str, Any]) -> str:
+    """The fingerprint of the key a signature names (``?`` if it is not a key)."""
+    try:
+        raw = base64.b64decode(str(signature.get("public_key")), validate=True)
+    except ValueError:
+        return "?"
+    return crypto.key_fingerprint(raw) if len(raw) == 32 else "?"
+
+
+@dataclass
+class SignatureCheck:
+    """What the signature of a document says: ``unsigned``, ``valid`` or ``invalid``
+    (present but not matching the document); ``fingerprint`` names the key."""
+
+    status: str
+    fingerprint: str | None = None
+
+
+def check_signature(doc: dict[str, Any]) -> SignatureCheck:
+    """Check a parsed document's signature against the key it names."""
+    sig = doc.get("signature")
+    if sig is None:
+        return SignatureCheck("unsigned")
+    if not isinstance(sig, dict):
+        return SignatureCheck("invalid")
+    try:
+        public = base64.b64decode(str(sig.get("public_key")), validate=True)
+        value = base64.b64decode(str(sig.get("value")), validate=True)
+    except ValueError:
+        return SignatureCheck("invalid")
+    if len(public) != 32:
+        return SignatureCheck("invalid")
+    fingerprint = crypto.key_fingerprint(public)
+    ok = crypto.verify_signature(public, value, canonical_bytes(doc))
+    return SignatureCheck("valid" if ok else "invalid", fingerprint)
 
 
 # -- age -------------------------------------------------------------------------------
@@ -304,6 +489,30 @@ def parse_recipient(text: str) -> Any:
     except (pyrage.RecipientError, ValueError) as exc:
         raise ExportError(f"not a valid recipient: {exc}") from None
     raise ExportError("a recipient is an age public key (age1...) or an ssh-ed25519 key")
+
+
+def read_identity_file(path: Path) -> Any:
+    """The age identity in an identity file (regular file, at most 64 KB, UTF-8).
+
+    Raises:
+        IdentityFileError: not a regular file, too large, not text, or no identity inside.
+    """
+    try:
+        raw = read_regular(path, MAX_IDENTITY_FILE)
+    except UnsafeFileError as exc:
+        raise IdentityFileError(f"--identity: {exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise IdentityFileError(
+            f"--identity: {path.name} is not an age identity file (not UTF-8 text)"
+        ) from None
+    try:
+        return parse_identity(text)
+    except ExportError:
+        raise IdentityFileError(
+            f"--identity: no age identity (AGE-SECRET-KEY-...) in {path.name}"
+        ) from None
 
 
 def parse_identity(text: str) -> Any:
@@ -393,13 +602,16 @@ def decrypt(
 
 
 def read_limited(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
-    """Read a file, refusing one larger than ``max_size``."""
-    size = path.stat().st_size
-    if size > max_size:
-        raise HostileFileError(
-            f"refusing to open: {path.name} is {size} bytes (at most {max_size} allowed)"
-        )
-    return path.read_bytes()
+    """Read a regular file, refusing one larger than ``max_size`` (counted on the bytes
+    read) and anything that is not a regular file (FIFO, device, folder), without blocking.
+
+    Raises:
+        HostileFileError: not a regular file, or larger than ``max_size``.
+    """
+    try:
+        return read_regular(Path(path), max_size)
+    except UnsafeFileError as exc:
+        raise HostileFileError(str(exc)) from None
 
 
 def write_encrypted(path: Path, ciphertext: bytes) -> None:

@@ -30,13 +30,17 @@ import sqlcipher3
 
 from bastion.storage import crypto, recovery_key
 from bastion.storage.audit import AuditLog
-from bastion.storage.files import atomic_write
+from bastion.storage.files import atomic_write, fsync_dir
 from bastion.storage.store import Store
 
 HEADER_NAME = "vault.hdr"
 DB_NAME = "vault.db"
 LOCK_NAME = "vault.lock"
 FAILED_NAME = "vault.failed"
+# Rekeying (see Vault.rekey): the re-encrypted database and the header that opens it,
+# present only while a rekey is under way or was interrupted.
+REKEY_DB_NAME = "vault.db.rekey"
+REKEY_HEADER_NAME = "vault.hdr.next"
 VAULT_FILES = frozenset(
     {
         HEADER_NAME,
@@ -46,6 +50,9 @@ VAULT_FILES = frozenset(
         f"{DB_NAME}-journal",
         LOCK_NAME,
         FAILED_NAME,
+        REKEY_DB_NAME,
+        f"{REKEY_DB_NAME}-journal",
+        REKEY_HEADER_NAME,
     }
 )
 
@@ -72,7 +79,23 @@ class VaultCorruptError(VaultError):
 
 
 class RollbackError(VaultError):
-    """The database and its header are from different points in time."""
+    """The database and its header are from different points in time.
+
+    Attributes:
+        missing: how many recorded changes (counter steps) one file is behind the other.
+    """
+
+    def __init__(self, message: str, missing: int = 0) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+class DiskFullError(VaultError):
+    """The disk (or the user's quota) is full: nothing was changed."""
+
+
+class ReadOnlyMediaError(VaultError):
+    """The vault is on read-only media: it cannot be opened for writing."""
 
 
 class VaultExistsError(VaultError):
@@ -113,6 +136,14 @@ class VaultPaths:
     def failed(self) -> Path:
         return self.folder / FAILED_NAME
 
+    @property
+    def rekey_db(self) -> Path:
+        return self.folder / REKEY_DB_NAME
+
+    @property
+    def rekey_header(self) -> Path:
+        return self.folder / REKEY_HEADER_NAME
+
     def exists(self) -> bool:
         return self.header.exists() or self.db.exists()
 
@@ -152,6 +183,41 @@ def _acquire_lock(path: Path) -> int:
     return fd
 
 
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 8, 10, 13, 14
+
+
+def media_problem(folder: Path, exc: BaseException | None = None) -> VaultError | None:
+    """A full disk or read-only media behind a failure, told as such (never as damage):
+    from the error itself (SQLite's code, ``errno``) or the file system's state."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    errno_ = getattr(exc, "errno", None)
+    text = str(exc).lower() if exc is not None else ""
+    try:
+        fs = os.statvfs(folder)
+        read_only = bool(fs.f_flag & os.ST_RDONLY)
+        free = fs.f_bavail * fs.f_frsize
+    except OSError:
+        read_only, free = False, None
+    if primary == _SQLITE_READONLY or errno_ == 30 or read_only or "readonly" in text:
+        return ReadOnlyMediaError(
+            f"the vault is on read-only media ({folder}): it can only be opened where it "
+            "can be written; nothing was changed"
+        )
+    full = primary == _SQLITE_FULL or errno_ in (28, 122) or "disk is full" in text
+    if full or (free is not None and free < 1024 * 1024 and primary in (_SQLITE_IOERR, None)):
+        return DiskFullError(
+            f"the disk holding the vault is full ({folder}): free some space and try again; "
+            "nothing was lost"
+        )
+    if primary in (_SQLITE_IOERR, _SQLITE_CANTOPEN):
+        return VaultError(
+            f"the vault files cannot be read or written (I/O error in {folder}); they were not "
+            "changed"
+        )
+    return None
+
+
 def _connect(db_path: Path, db_key: bytes) -> sqlcipher3.Connection:
     # A small statement cache. Measured with sqlcipher3 0.6.4: once ~10 statements sit in
     # the default 128-entry cache, FTS5 bm25 ranking runs ~10x slower (60 ms -> 350 ms on
@@ -165,6 +231,9 @@ def _connect(db_path: Path, db_key: bytes) -> sqlcipher3.Connection:
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlcipher3.DatabaseError as exc:
+            media = media_problem(db_path.parent, exc)
+            if media is not None:
+                raise media from exc
             raise VaultCorruptError(
                 "the vault database cannot be read: it is damaged or not this vault's"
             ) from exc
@@ -293,18 +362,26 @@ class Vault:
             if paths.db.exists():
                 raise VaultMissingError(f"the vault header {paths.header} is missing")
             raise VaultMissingError(f"no vault in {paths.folder}; create one with `bastion init`")
-        lock_fd = _acquire_lock(paths.lock)
         try:
-            header = paths.header.read_bytes()
+            lock_fd = _acquire_lock(paths.lock)
+        except OSError as exc:
+            raise media_problem(paths.folder, exc) or exc from None
+        try:
             pw = _as_bytes(passphrase)
             try:
-                key, _, slot = crypto.open_slot(header, pw)
-            except UnlockError:
-                _count_failure(paths)
-                raise
+                _finish_rekey(paths, pw)
+                header = paths.header.read_bytes()
+                try:
+                    key, _, slot = crypto.open_slot(header, pw)
+                except UnlockError:
+                    _count_failure(paths)
+                    raise
             finally:
                 crypto.wipe(pw)
             vault = cls._open_with_key(paths, key, header, lock_fd, accept_rollback, verify)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise media_problem(paths.folder, exc) or exc from None
         except BaseException:
             os.close(lock_fd)
             raise
@@ -472,28 +549,20 @@ class Vault:
         return crypto.parse(self._header).counter
 
     def _check_rollback(self, accept: bool) -> None:
-        h = self.header_counter
-        d = self.store.counter()
-        if d == h:
+        problem = rollback_problem(self.header_counter, self.store.counter())
+        if problem is None:
+            d = self.store.counter()
+            if d == self.header_counter + 1:
+                # A crash between raising the database's counter and rewriting the header.
+                self._write_header(crypto.with_counter(self._header, self._key, d))
             return
-        if d == h + 1:
-            # A crash between raising the database's counter and rewriting the header.
-            self._write_header(crypto.with_counter(self._header, self._key, d))
-            return
-        if d < h:
-            problem = (
-                "the vault database is older than its header: it may have been restored "
-                f"from an older copy (database at {d}, header at {h})"
-            )
-        else:
-            problem = (
-                "the vault header is older than its database: it may have been restored "
-                f"from an older copy (header at {h}, database at {d})"
-            )
+        text, missing = problem
         if not accept:
-            raise RollbackError(problem + "; open with --accept-rollback to continue")
-        self.rollback_warning = problem
-        top = max(h, d)
+            raise RollbackError(
+                text + "; to open this copy anyway, unlock with --accept-rollback", missing
+            )
+        self.rollback_warning = text + "; accepted at unlock (--accept-rollback)"
+        top = max(self.header_counter, self.store.counter())
         self.store.set_counter(top)
         self._write_header(crypto.with_counter(self._header, self._key, top))
 
@@ -571,6 +640,87 @@ class Vault:
         )
         self._write_header(header)
 
+    # -- rekey ------------------------------------------------------------------
+
+    def rekey(
+        self,
+        new_passphrase: str | bytes | bytearray,
+        kdf: crypto.KdfParams | None = None,
+    ) -> None:
+        """Rotate the data key: re-encrypt the whole database under a new key into a new
+        file, then swap it in, so an old header (from a backup) with the old passphrase
+        opens nothing written from now on.
+
+        Crash safety (kill -9 at any point leaves exactly one working vault):
+
+        1. the database is exported under the new key into ``vault.db.rekey``;
+        2. the header wrapping the new key is written to ``vault.hdr.next``;
+        3. the old database is closed (its WAL checkpointed away) and ``vault.db.rekey`` is
+           renamed over ``vault.db``: the commit point;
+        4. ``vault.hdr.next`` is renamed over ``vault.hdr``.
+
+        An interrupted rekey is finished or undone at the next unlock
+        (:func:`_finish_rekey`), whichever the database's key says.
+        """
+        pw = _as_bytes(new_passphrase)
+        new_key = crypto.new_key()
+        paths = self.paths
+        try:
+            kdf = kdf or crypto.parse(self._header).kdf
+            counter = max(self.header_counter, self.store.counter())
+            for leftover in (paths.rekey_db, paths.rekey_header):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+            os.close(os.open(paths.rekey_db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            sub = crypto.subkey(new_key, "sqlcipher")
+            with self.store.lock:
+                conn = self.store.conn
+                where = str(paths.rekey_db).replace("'", "''")
+                conn.execute(f"ATTACH DATABASE '{where}' AS rekeyed KEY \"x'{sub.hex()}'\"")
+                try:
+                    conn.execute("SELECT sqlcipher_export('rekeyed')").fetchall()
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    conn.execute(f"PRAGMA rekeyed.user_version = {int(version)}")
+                finally:
+                    conn.execute("DETACH DATABASE rekeyed")
+            # The audit log's MACs are keyed by the data key: re-chain the copy under the new
+            # key before it can become the database (the chain is checked first).
+            copy = Store(_connect(paths.rekey_db, sub))
+            try:
+                copy.audit = AuditLog(copy, crypto.subkey(self._key, "audit-mac"))
+                copy.audit.rechain(crypto.subkey(new_key, "audit-mac"))
+            finally:
+                copy.conn.close()
+            with open(paths.rekey_db, "rb+") as fh:
+                os.fsync(fh.fileno())
+            # Both ways in are kept: the new passphrase, and the same recovery key (its slot
+            # re-wrapped for the new data key from its escrow).
+            slot = crypto.passphrase_slot(pw, kdf)
+            recovery = crypto.parse(self._header).recovery
+            if recovery is not None:
+                recovery = crypto.rewrap_recovery(recovery, self._key, new_key)
+            header = crypto.write_header(new_key, slot, recovery, counter)
+            atomic_write(paths.rekey_header, header)
+            # The old database must leave no WAL behind: it would be replayed into the new one.
+            with self.store.lock:
+                self.store.purge()
+                self.store.conn.close()
+            os.replace(paths.rekey_db, paths.db)  # the commit point
+            fsync_dir(paths.folder)
+            os.replace(paths.rekey_header, paths.header)
+            fsync_dir(paths.folder)
+        except OSError as exc:
+            raise media_problem(paths.folder, exc) or exc from None
+        finally:
+            crypto.wipe(pw)
+        old = self._key
+        self._key = new_key
+        self._header = header
+        self._slot = slot
+        crypto.wipe(old)
+        self.store = Store(_connect(paths.db, crypto.subkey(new_key, "sqlcipher")))
+        self.store.audit = AuditLog(self.store, crypto.subkey(new_key, "audit-mac"))
+
     # -- checks for doctor ----------------------------------------------------
 
     def integrity_problems(self) -> list[str]:
@@ -599,6 +749,77 @@ class Vault:
         return problems
 
 
+def _db_opens(db: Path, key: bytes | bytearray) -> bool:
+    """Whether ``db`` can be read with the database key derived from ``key`` (read-only)."""
+    if not db.exists():
+        return False
+    conn = sqlcipher3.connect(str(db), check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA key = \"x'{crypto.subkey(key, 'sqlcipher').hex()}'\"")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return True
+    except sqlcipher3.DatabaseError:
+        return False
+    finally:
+        conn.close()
+
+
+def _finish_rekey(paths: VaultPaths, passphrase: bytearray) -> None:
+    """Finish or undo a rekey that was interrupted (see :meth:`Vault.rekey`).
+
+    If the database still opens under the current header's key, the swap did not happen:
+    the half-made files are removed. If it opens under the key of ``vault.hdr.next``, the
+    database was swapped: the new header is put in place. With a passphrase that opens
+    neither, nothing is touched (the normal unlock then fails).
+    """
+    if not paths.rekey_header.exists():
+        if paths.rekey_db.exists():  # interrupted before its header was written
+            os.unlink(paths.rekey_db)
+        return
+    for candidate in (paths.header, paths.rekey_header):
+        try:
+            key, _ = crypto.unseal(candidate.read_bytes(), passphrase)
+        except (crypto.UnlockError, OSError):
+            continue
+        try:
+            opens = _db_opens(paths.db, key)
+        finally:
+            crypto.wipe(key)
+        if not opens:
+            continue
+        if candidate == paths.rekey_header:
+            os.replace(paths.rekey_header, paths.header)
+        else:
+            os.unlink(paths.rekey_header)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(paths.rekey_db)
+        fsync_dir(paths.folder)
+        return
+    # A rekey is under way and this passphrase opens neither state of it.
+    raise crypto.UnlockError()
+
+
+def rollback_problem(header: int, database: int) -> tuple[str, int] | None:
+    """What a header counter and a database counter that disagree mean, and how many
+    recorded changes are missing; None when they agree (or differ by the one-step crash
+    window of a database raised before its header)."""
+    if database in (header, header + 1):
+        return None
+    missing = abs(header - database)
+    if database < header:
+        text = (
+            f"ROLLBACK: the vault database is older than its header by {missing} change(s): an "
+            f"older copy may have been put back, and {missing} recorded change(s) are missing "
+            f"(database at {database}, header at {header})"
+        )
+    else:
+        text = (
+            f"ROLLBACK: the vault header is older than its database by {missing} change(s): an "
+            f"older header may have been put back (header at {header}, database at {database})"
+        )
+    return text, missing
+
+
 def file_mode_problems(folder: Path) -> list[str]:
     """Vault files readable by others, or a folder that is not 0700."""
     problems = []
@@ -614,6 +835,8 @@ def file_mode_problems(folder: Path) -> list[str]:
 
 
 __all__ = [
+    "DiskFullError",
+    "ReadOnlyMediaError",
     "RecoveryKeyError",
     "RollbackError",
     "UnlockError",

@@ -2,6 +2,8 @@
 
 commits: add messages forever, printing each message's number after its commit returns.
 passwd:  flip the passphrase between A and B forever, printing which one is now in force.
+rekey:   add a message, then rekey (new data key) flipping the passphrase between A and B,
+         forever, printing which passphrase is now in force.
 export:  write an encrypted export to the same file forever, printing after each.
 fill:    set a file-size limit, then write until the disk is "full"; print the error line.
 """
@@ -37,6 +39,16 @@ def main() -> None:
         while True:
             nxt = "B" if current == "A" else "A"
             v.change_passphrase(nxt, FAST)
+            current = nxt
+            print(current, flush=True)
+    elif mode == "rekey":
+        v = Vault.open(folder, "A")
+        c = v.store.create_conversation("rekey")
+        current = "A"
+        while True:
+            v.store.add_message(c.id, "user", f"under {current}")
+            nxt = "B" if current == "A" else "A"
+            v.rekey(nxt, FAST)
             current = nxt
             print(current, flush=True)
     elif mode == "export":

@@ -723,9 +723,12 @@ class ChatScreen(Screen[None]):
 
     @work(thread=True, group="store", exit_on_error=False)
     def _import(self, request: ImportRequest) -> None:
-        n = self.session.import_file(Path(request.path).expanduser(), request.passphrase)
+        result = self.session.import_file(Path(request.path).expanduser(), request.passphrase)
         self.post_message(self._loaded())
-        self.app.call_from_thread(self.notify, f"Imported {n} conversation(s)")
+        what = escape(result.verification.describe())
+        self.app.call_from_thread(
+            self.notify, f"Imported {len(result.ids)} conversation(s), marked imported: {what}"
+        )
 
     # -- message actions --------------------------------------------------------------------
 

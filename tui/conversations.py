@@ -9,15 +9,25 @@ from textual.containers import Vertical
 from textual.message import Message as TMessage
 from textual.widgets import Label, ListItem, ListView, Static
 
+from bastion.app.terminal import visible
 from bastion.storage.schema import Conversation
 
 
 class ConversationItem(ListItem):
     """A conversation in the sidebar."""
 
-    def __init__(self, conv_id: str, title: str, *, pinned: bool, incognito: bool = False) -> None:
+    def __init__(
+        self,
+        conv_id: str,
+        title: str,
+        *,
+        pinned: bool,
+        incognito: bool = False,
+        imported: bool = False,
+    ) -> None:
         mark = "📌 " if pinned else ("🕶 " if incognito else "")
-        super().__init__(Static(f"{mark}{escape(title)}"))
+        tag = " [dim](imported)[/dim]" if imported else ""
+        super().__init__(Static(f"{mark}{escape(visible(title))}{tag}"))
         self.conv_id = conv_id
         self.incognito = incognito
 
@@ -49,7 +59,10 @@ class ConversationList(Vertical):
         items = []
         if incognito and current is not None:
             items.append(ConversationItem(current.id, "Incognito", pinned=False, incognito=True))
-        items += [ConversationItem(c.id, c.title, pinned=c.pinned) for c in conversations]
+        items += [
+            ConversationItem(c.id, c.title, pinned=c.pinned, imported=c.imported)
+            for c in conversations
+        ]
         await lv.extend(items)
         for i, item in enumerate(items):
             if current is not None and item.conv_id == current.id:

@@ -241,8 +241,9 @@ class PackScreen(Dialog[str]):
         options = [Option("[b]No pack[/b]  [dim]a general assistant[/dim]", id="")]
         for p in self.packs:
             line = (
-                f"[b]{escape(p.pack.name)}[/b]  [dim]{p.pack.id} {p.pack.version} · "
-                f"{escape(p.trust_text)}[/dim]\n    {escape(p.pack.description)}"
+                f"[b]{escape(p.pack.name)}[/b]  [dim]{escape(p.pack.id)} "
+                f"{escape(p.pack.version)} · {escape(p.trust_text)}[/dim]\n"
+                f"    {escape(p.pack.description)}"
             )
             options.append(Option(line, id=p.pack.id))
         with Vertical(classes="dialog wide"):

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Markdown, Static
 
+from bastion.app.terminal import visible
 from bastion.models.engine import TurnStats
 from bastion.storage.schema import Message, SafetyNotice
 from bastion.tui.widgets import MessageBox
@@ -104,9 +105,11 @@ class ThreadView(VerticalScroll):
         self._written += text
         frozen = frozen_length(self._written)
         if frozen > self._frozen:
-            await box.query_one(Markdown).append(self._written[self._frozen : frozen])
+            block = self._written[self._frozen : frozen]
+            await box.query_one(Markdown).append(visible(block, keep_newlines=True))
             self._frozen = frozen
-        box.query_one(".live-tail", Static).update(Text(self._written[self._frozen :]))
+        tail = visible(self._written[self._frozen :], keep_newlines=True)
+        box.query_one(".live-tail", Static).update(Text(tail))
 
     async def _stop_stream(self) -> MessageBox | None:
         box, self._stream_box = self._stream_box, None

@@ -11,6 +11,7 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.widgets import Collapsible, Label, Markdown, Static, TextArea
 
+from bastion.app.terminal import visible
 from bastion.app.turn import sources_line
 from bastion.storage.schema import Message, SafetyNotice
 
@@ -63,7 +64,7 @@ class MessageBox(Vertical, can_focus=True):
         self.live = live
         """Being written: the block in progress shows as plain text under the Markdown."""
         """Safety notices to show while the answer is still being written."""
-        self.add_class(f"-{role}")
+        self.add_class(f"-{role}" if role in ("user", "assistant", "system") else "-other")
 
     def compose(self) -> ComposeResult:
         yield Label(self._header(), classes="message-header")
@@ -72,9 +73,9 @@ class MessageBox(Vertical, can_focus=True):
         yield notes
         reasoning = self._reasoning()
         with Collapsible(title="Reasoning", collapsed=True, classes="message-reasoning") as box:
-            yield Static(escape(reasoning), classes="reasoning-text")
+            yield Static(escape(visible(reasoning, keep_newlines=True)), classes="reasoning-text")
         box.display = bool(reasoning)
-        yield Markdown(self.text, classes="message-body")
+        yield Markdown(visible(self.text, keep_newlines=True), classes="message-body")
         if self.live:
             yield Static("", classes="live-tail", markup=False)
         sources = Label(self._sources(), classes="message-sources")
@@ -109,7 +110,7 @@ class MessageBox(Vertical, can_focus=True):
         who = {"user": "You", "assistant": "Assistant", "system": "System"}.get(
             self.role, self.role
         )
-        parts = [f"[b]{who}[/b]"]
+        parts = [f"[b]{escape(visible(who))}[/b]"]
         if self.message is not None:
             parts.append(f"[dim]{self.message.created.astimezone():%H:%M}[/dim]")
             meta = self.message.meta
@@ -136,7 +137,7 @@ class MessageBox(Vertical, can_focus=True):
         self.message = message
         self.text = text
         self.query_one(".message-header", Label).update(self._header())
-        self.query_one(Markdown).update(text)
+        self.query_one(Markdown).update(visible(text, keep_newlines=True))
         if self.live:
             self.live = False
             self.query_one(".live-tail").remove()

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from bastion import __version__
-from bastion.app import paths
+from bastion.app import paths, terminal
 from bastion.app.cli import chat, history, packs, transfer, vault, vaults
 from bastion.app.cli.common import EXIT_ERROR, EXIT_USAGE, Parser, UsageError, printable
 from bastion.app.packs import PackError, TemplateError
@@ -94,7 +94,8 @@ def main(argv: Sequence[str] | None = None, run_app: Callable[[], int] = _no_app
         func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
         if func is None:
             return run_app()
-        return func(args)
+        with terminal.guarded_streams():  # the one output boundary (see app.terminal)
+            return func(args)
     except UsageError as exc:
         print(printable(str(exc)), file=sys.stderr)
         return EXIT_USAGE
@@ -110,8 +111,8 @@ def main(argv: Sequence[str] | None = None, run_app: Callable[[], int] = _no_app
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror}{where}"
+        where = f" ({printable(exc.filename)})" if exc.filename else ""
+        return printable(f"{exc.strerror}{where}")
     text = str(exc) or type(exc).__name__
     return printable(text.splitlines()[0]) if text.strip() else type(exc).__name__
 

@@ -268,7 +268,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
                     print(f"[reasoning] {printable(gen.stats.reasoning, keep_newlines=True)}\n")
                 shown = True
                 pieces.append(piece)
-                sys.stdout.write(piece)
+                sys.stdout.write(printable(piece, keep_newlines=True))
                 sys.stdout.flush()
         except KeyboardInterrupt:
             pending.cancel.set()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bastion.app import audit, paths, transfer
+from bastion.app import audit, paths, terminal, transfer
 from bastion.app.secrets_input import read_passphrase
 from bastion.storage import crypto
 from bastion.storage import export as export_fmt
@@ -25,12 +25,10 @@ class UsageError(Exception):
     """A bad option or argument."""
 
 
-def printable(text: str, *, keep_newlines: bool = False) -> str:
-    """Text safe for a terminal: control characters (newlines too, unless
-    ``keep_newlines``) shown escaped, never emitted."""
-    return "".join(
-        c if c.isprintable() or (keep_newlines and c == "\n") else repr(c)[1:-1] for c in text
-    )
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """Text safe for a terminal (see :func:`bastion.app.terminal.visible`): control
+    characters, bidi controls (and newlines, unless ``keep_newlines``) shown escaped."""
+    return terminal.visible(str(text), keep_newlines=keep_newlines)
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,7 +63,7 @@ def open_vault(args: argparse.Namespace) -> Iterator[Vault]:
     try:
         audit.record(vault.store, "unlock", via=via, failed_before=vault.failed_unlocks)
         if vault.rollback_warning:
-            print(f"bastion: warning: {vault.rollback_warning}", file=sys.stderr)
+            print(f"bastion: warning: {printable(vault.rollback_warning)}", file=sys.stderr)
             audit.record(vault.store, "rollback.accepted")
         if not vault.has_recovery_key and getattr(args, "command", None) != "recovery-key":
             print(NO_RECOVERY_HINT, file=sys.stderr)
@@ -144,12 +142,12 @@ def decrypt_file(
             max_work_factor=args.max_work_factor,
         )
     if args.identity:
-        identity = export_fmt.parse_identity(Path(args.identity).read_text())
+        identities = [export_fmt.read_identity_file(Path(args.identity))]
     else:
-        identity = transfer.vault_identity(vault.store) if vault is not None else None
-        if identity is None:
+        identities = transfer.vault_identities(vault.store) if vault is not None else []
+        if not identities:
             raise ExportError("no identity to decrypt with: give --identity FILE")
-    return export_fmt.decrypt(data, identities=[identity], max_work_factor=args.max_work_factor)
+    return export_fmt.decrypt(data, identities=identities, max_work_factor=args.max_work_factor)
 
 
 def add_encryption_args(p: argparse.ArgumentParser, *, recipients: bool = True) -> None:

@@ -13,6 +13,7 @@ from bastion.app.cli.common import (
     Parser,
     add_passphrase_fd,
     open_vault,
+    printable,
 )
 
 
@@ -41,7 +42,10 @@ def cmd_history(args: argparse.Namespace) -> int:
             else:
                 for c in convs:
                     pin = "*" if c.pinned else " "
-                    print(f"{c.id[:12]} {pin} {c.updated:%Y-%m-%d %H:%M}  {c.title}")
+                    mark = "  [imported]" if c.imported else ""
+                    print(
+                        f"{c.id[:12]} {pin} {c.updated:%Y-%m-%d %H:%M}  {printable(c.title)}{mark}"
+                    )
         elif args.action == "show":
             conv = store.find_conversation(args.id)
             msgs = store.thread(conv.id)
@@ -55,9 +59,12 @@ def cmd_history(args: argparse.Namespace) -> int:
                     )
                 )
             else:
-                print(f"# {conv.title}\n")
+                print(f"# {printable(conv.title)}\n")
+                if conv.imported:
+                    print("(imported from an export file, not written in this vault)\n")
                 for m in msgs:
-                    print(f"## {m.role} ({m.created:%Y-%m-%d %H:%M})\n\n{m.content}\n")
+                    body = printable(m.content, keep_newlines=True)
+                    print(f"## {printable(m.role)} ({m.created:%Y-%m-%d %H:%M})\n\n{body}\n")
         elif args.action == "search":
             conv_id = store.find_conversation(args.conversation).id if args.conversation else None
             hits = store.search(
@@ -73,7 +80,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             else:
                 for h in hits:
                     where = h.role or "title"
-                    print(f"{h.conversation_id}  {where:9}  {h.snippet}")
+                    print(f"{h.conversation_id}  {printable(where):9}  {printable(h.snippet)}")
         elif args.action == "delete":
             conv = store.find_conversation(args.id)
             store.delete_conversation(conv.id)

@@ -20,6 +20,7 @@ from bastion.app.cli.common import (
     decrypt_file,
     encryption,
     open_vault,
+    printable,
     read_export,
 )
 from bastion.app.packs import Pack, PackError
@@ -75,7 +76,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    table = [("ID", "VERSION", "TRUST", "NAME"), *rows]
+    table = [("ID", "VERSION", "TRUST", "NAME"), *[tuple(map(printable, r)) for r in rows]]
     widths = [max(len(r[i]) for r in table) for i in range(3)]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[3])
@@ -97,24 +98,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, ensure_ascii=False))
         return 0
-    print(f"{pack.name} ({pack.id} {pack.version}), {trust}")
-    print(f"  {pack.description}")
+    p = printable
+    print(f"{p(pack.name)} ({p(pack.id)} {p(pack.version)}), {p(trust)}")
+    print(f"  {p(pack.description)}")
     print(
-        f"  author: {pack.author}; license: {pack.license}; language: {pack.language}; "
+        f"  author: {p(pack.author)}; license: {p(pack.license)}; language: {p(pack.language)}; "
         f"minimum context: {pack.min_context} tokens"
     )
-    print(f"  disclaimer: {pack.disclaimer}")
+    print(f"  disclaimer: {p(pack.disclaimer)}")
     print(f"  examples: {len(pack.examples)}; eval questions: {len(pack.eval)}")
     print(f"  templates ({len(pack.templates)}):")
     for t in pack.templates:
         names = ", ".join(v.name for v in t.variables)
-        print(f"    /{t.id}  {t.title}  [{names}]")
+        print(f"    /{p(t.id)}  {p(t.title)}  [{p(names)}]")
     print(f"  safety rules ({len(pack.safety)}):")
     for r in pack.safety:
-        print(f"    {r.id}  ({r.stage}, {r.action})  {r.description}")
+        print(f"    {p(r.id)}  ({p(r.stage)}, {p(r.action)})  {p(r.description)}")
     print(f"  references ({len(pack.references)}):")
     for ref in pack.references:
-        print(f"    {ref.title}  ({ref.source})")
+        print(f"    {p(ref.title)}  ({p(ref.source)})")
     return 0
 
 
@@ -124,15 +126,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _, signer = packs.verify(pack, {})
     except PackError as exc:
         for problem in exc.problems:
-            print(f"bastion: {problem}", file=sys.stderr)
+            print(f"bastion: {printable(problem)}", file=sys.stderr)
         return EXIT_ERROR
     signed = (
-        f"signed by {signer} (key not checked against your trusted keys)"
+        f"signed by {printable(signer)} (key not checked against your trusted keys)"
         if (pack.signature)
         else "unsigned"
     )
     print(
-        f"{pack.id} {pack.version}: valid; {len(pack.templates)} templates, "
+        f"{printable(pack.id)} {printable(pack.version)}: valid; {len(pack.templates)} templates, "
         f"{len(pack.safety)} safety rules (examples hold), {len(pack.references)} references, "
         f"{len(pack.eval)} eval questions; {signed}"
     )
@@ -209,7 +211,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         pack_library.install_builtins(vault.store)
         pack = _load_for_import(args, vault)
         plan = pack_library.plan_import(vault.store, pack)
-        print(f"bastion: {plan.describe()}", file=sys.stderr)
+        print(f"bastion: {printable(plan.describe())}", file=sys.stderr)
         question = (
             "Replace the built-in pack with this one?"
             if plan.replaces_builtin
@@ -219,7 +221,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             print("bastion: import cancelled; nothing changed", file=sys.stderr)
             return EXIT_ERROR
         pack_library.apply_import(vault.store, plan)
-    print(f"bastion: imported pack {pack.id} {pack.version}", file=sys.stderr)
+    print(f"bastion: imported pack {printable(pack.id)} {printable(pack.version)}", file=sys.stderr)
     return 0
 
 
@@ -240,7 +242,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             blob = export_fmt.encrypt(text.encode(), recipients=recipients, passphrase=passphrase)
             export_fmt.write_encrypted(Path(args.out), blob)
     kind = "unencrypted TOML" if args.plain else "age-encrypted TOML"
-    print(f"bastion: wrote pack {args.id} to {args.out} ({kind})", file=sys.stderr)
+    print(
+        f"bastion: wrote pack {printable(args.id)} to {printable(args.out)} ({kind})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -251,7 +256,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
             print("bastion: nothing removed", file=sys.stderr)
             return EXIT_ERROR
         pack_library.remove(vault.store, args.id)
-    print(f"bastion: removed pack {args.id}", file=sys.stderr)
+    print(f"bastion: removed pack {printable(args.id)}", file=sys.stderr)
     return 0
 
 
@@ -281,7 +286,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
     packs.verify(checked, {})
     atomic_write(toml_path, text.encode(), mode=toml_path.stat().st_mode & 0o777)
     print(
-        f"bastion: signed {pack.id} {pack.version} as {args.signer} ({signature.public_key})",
+        f"bastion: signed {printable(pack.id)} {printable(pack.version)} as "
+        f"{printable(args.signer)} ({signature.public_key})",
         file=sys.stderr,
     )
     return 0
@@ -291,7 +297,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         if args.list:
             for key, name in pack_library.trusted_keys(vault.store).items():
-                print(f"{key}  {name}")
+                print(f"{printable(key)}  {printable(name)}")
             return 0
         if not args.key:
             raise UsageError("bastion packs trust: give a public key (ed25519:...) or --list")
@@ -302,7 +308,10 @@ def cmd_trust(args: argparse.Namespace) -> int:
         if not args.name:
             raise UsageError("bastion packs trust: give --name for the key's owner")
         pack_library.trust_key(vault.store, args.key, args.name)
-    print(f"bastion: packs signed by this key now show as verified by {args.name}", file=sys.stderr)
+    print(
+        f"bastion: packs signed by this key now show as verified by {printable(args.name)}",
+        file=sys.stderr,
+    )
     return 0
 
 

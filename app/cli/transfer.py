@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bastion.app import audit, transfer
+from bastion.app import audit, paths, transfer
 from bastion.app.cli.common import (
     EXIT_ERROR,
     UsageError,
@@ -25,26 +25,58 @@ from bastion.app.cli.common import (
 from bastion.storage import export as export_fmt
 from bastion.storage.export import ExportError
 
+EXIT_NOT_AUTHENTIC = 3
+
 
 def cmd_keys(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
-        existing = transfer.vault_identity(vault.store)
+        store = vault.store
+        if args.action in ("trust", "untrust"):
+            return _trust(args, store)
+        existing = transfer.vault_identity(store)
         if args.action == "new":
             if existing is not None and not args.force:
-                raise ExportError("the vault already has an age identity (--force replaces it)")
-            vault.store.set_setting(transfer.IDENTITY_KEY, None)
-            identity = transfer.ensure_identity(vault.store)
+                raise ExportError(
+                    "the vault already has an age identity (--force makes a new one; the old "
+                    "one is kept to open earlier files)"
+                )
+            identity = transfer.new_identity(store)
             audit.record(
-                vault.store,
+                store,
                 "keys.new",
                 recipient=audit.fingerprint(export_fmt.public_key(identity)),
                 replaced=existing is not None,
             )
+        elif args.action == "list":
+            for fp, name in sorted(transfer.trusted_export_keys(store).items()):
+                print(f"{fp}  {printable(name)}")
+            return 0
         else:
             identity = existing
             if identity is None:
                 raise ExportError("the vault has no age identity yet: run `bastion keys new`")
+        signing = transfer.signing_identity(store)
         print(export_fmt.public_key(identity))
+        print(f"{signing.public_key}  signing key, fingerprint {signing.fingerprint}")
+    return 0
+
+
+def _trust(args: argparse.Namespace, store: Any) -> int:
+    if not args.key:
+        raise UsageError(
+            f"bastion keys {args.action}: give a signing key (ed25519:...) or fingerprint"
+        )
+    if args.action == "untrust":
+        fp = transfer.untrust_export_key(store, args.key)
+        print(f"bastion: exports signed by {fp} are no longer trusted", file=sys.stderr)
+        return 0
+    if not args.name:
+        raise UsageError("bastion keys trust: give --name for the key's owner")
+    fp = transfer.trust_export_key(store, args.key, args.name)
+    print(
+        f"bastion: exports signed by {fp} now verify as authentic, from {printable(args.name)}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -77,50 +109,73 @@ def cmd_export(args: argparse.Namespace) -> int:
             redacted=redaction is not None,
         )
     n = len(doc["conversations"])
-    print(f"bastion: exported {n} conversation(s) to {out}", file=sys.stderr)
+    print(f"bastion: exported {n} conversation(s) to {printable(out)}", file=sys.stderr)
     return 0
+
+
+def _exit_for(result: transfer.Verification) -> int:
+    status = result.status
+    if status is transfer.Authenticity.AUTHENTIC:
+        return 0
+    if status is transfer.Authenticity.ALTERED:
+        return EXIT_ERROR
+    return EXIT_NOT_AUTHENTIC
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0: authentic (intact, signed by this vault or a trusted key); 3: intact but
+    unsigned or signed by an unknown key; 1: altered."""
     data, header = read_export(args)
-    if "scrypt" not in header.kinds and not args.identity:  # needs the vault's own identity
+    if paths.vault_exists():  # whose keys count as authentic: the vault's
         with open_vault(args) as vault:
             plaintext = decrypt_file(args, vault, data, header)
+            result = transfer.verify(plaintext, vault.store)
     else:
         plaintext = decrypt_file(args, None, data, header)
-    result = transfer.verify(plaintext)
+        result = transfer.verify(plaintext)
     doc = result.document
-    print(f"{doc['format']} v{doc['version']}, exported {doc.get('exported', '?')}")
+    p = printable
+    print(f"{p(doc['format'])} v{doc['version']}, exported {p(doc.get('exported') or '?')}")
     for conv, report in zip(doc.get("conversations", []), result.reports, strict=True):
         model = (conv.get("model") or {}).get("name") or "unknown model"
         status = "intact" if report.intact else "ALTERED"
-        line = f"- {conv.get('title')!r}: {report.messages} messages, {model}, {status}"
+        mark = " [imported]" if conv.get("imported") is True else ""
+        title = p(repr(conv.get("title")))
+        line = f"- {title}{mark}: {report.messages} messages, {p(model)}, {status}"
         if not report.intact:
             if report.altered_id:
-                line += f" at message {(report.first_altered or 0) + 1} (id {report.altered_id})"
+                line += f" at message {(report.first_altered or 0) + 1} (id {p(report.altered_id)})"
             else:
                 line += " (the chain head does not match)"
         print(line)
-    if not result.intact:
+    print(p(result.describe()))
+    code = _exit_for(result)
+    if code == EXIT_ERROR:
         print("bastion: the export was altered after it was made", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
+    elif code == EXIT_NOT_AUTHENTIC:
+        print("bastion: the export is intact but not authenticated", file=sys.stderr)
+    return code
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     data, header = read_export(args)
     with open_vault(args) as vault:
-        doc = export_fmt.parse_document(decrypt_file(args, vault, data, header))
-        ids = transfer.import_conversations(vault.store, doc)
-        transfer.record_import(vault.store, "import", data, ids, header)
-    print(f"bastion: imported {len(ids)} conversation(s)", file=sys.stderr)
+        result = transfer.import_verified(vault.store, decrypt_file(args, vault, data, header))
+        transfer.record_import(
+            vault.store, "import", data, result.ids, header, result.verification.describe()
+        )
+    print(
+        f"bastion: imported {len(result.ids)} conversation(s), marked imported; the file is "
+        f"{printable(result.verification.describe())}",
+        file=sys.stderr,
+    )
     return 0
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
-        doc = transfer.build_backup(vault.store)
         recipients, passphrase = encryption(args, vault, [])
+        doc = transfer.build_backup(vault.store)
         plaintext = transfer.render(doc, "json")
         export_fmt.write_encrypted(
             Path(args.out),
@@ -165,9 +220,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Register this family's commands."""
-    p = sub.add_parser("keys", help="the vault's own age identity for exports")
-    p.add_argument("action", choices=["new", "show"])
-    p.add_argument("--force", action="store_true", help="replace an existing identity")
+    p = sub.add_parser(
+        "keys", help="the vault's age identity (encryption) and signing key (authenticity)"
+    )
+    p.add_argument(
+        "action",
+        choices=["show", "new", "trust", "untrust", "list"],
+        help="show: both public keys; new: a new age identity (the old one still decrypts); "
+        "trust/untrust KEY: another vault's signing key for `verify`; list: trusted keys",
+    )
+    p.add_argument("key", nargs="?", help="for trust/untrust: ed25519:... key or fingerprint")
+    p.add_argument("--name", help="for trust: whose key it is")
+    p.add_argument("--force", action="store_true", help="make a new identity even if one exists")
     add_passphrase_fd(p)
     p.set_defaults(func=cmd_keys)
 

@@ -15,6 +15,7 @@ from bastion.app.cli.common import (
     add_passphrase_fd,
     missing_vault,
     open_vault,
+    printable,
 )
 from bastion.app.secrets_input import PassphraseError, check_strength, read_passphrase
 from bastion.storage import crypto, recovery_key
@@ -98,11 +99,21 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     with open_vault(args) as vault:
         new = read_new_passphrase(args, fd=args.new_passphrase_fd, env="BASTION_NEW_PASSPHRASE")
         try:
-            vault.change_passphrase(new)
+            if args.rekey:
+                vault.rekey(new)
+            else:
+                vault.change_passphrase(new)
         finally:
             crypto.wipe(new)
-        audit.record(vault.store, "passwd")
-    print("bastion: passphrase changed", file=sys.stderr)
+        audit.record(vault.store, "rekey" if args.rekey else "passwd")
+    if args.rekey:
+        print(
+            "bastion: passphrase changed and data key rotated: old headers and old "
+            "passphrases open nothing written from now on",
+            file=sys.stderr,
+        )
+    else:
+        print("bastion: passphrase changed", file=sys.stderr)
     return 0
 
 
@@ -168,7 +179,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(json.dumps([c.as_dict() for c in checks]))
     else:
         for c in checks:
-            print(f"{c.status:4}  {c.name}: {c.detail}")
+            print(f"{c.status:4}  {c.name}: {printable(c.detail)}")
     return EXIT_ERROR if any(c.status == doctor.FAIL for c in checks) else 0
 
 
@@ -198,6 +209,12 @@ def add_parsers(sub: Any) -> None:
     add_passphrase_fd(p)
     p.add_argument("--new-passphrase-fd", type=int, metavar="FD")
     add_weak_passphrase(p)
+    p.add_argument(
+        "--rekey",
+        action="store_true",
+        help="also rotate the data key (re-encrypts the whole database): use it when an old "
+        "copy of vault.hdr or the old passphrase may be known to someone",
+    )
     p.set_defaults(func=cmd_passwd)
 
     p = sub.add_parser(

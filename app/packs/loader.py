@@ -11,6 +11,27 @@ from pydantic import ValidationError
 
 from bastion.app.packs.base import MAX_PACK_BYTES, MAX_REFERENCE_BYTES, MAX_TOTAL_BYTES, PackError
 from bastion.app.packs.format import Pack
+from bastion.app.terminal import visible
+from bastion.storage.files import UnsafeFileError, read_regular
+
+MAX_TOML_DEPTH = 32
+_TOML_TOKENS = re.compile(
+    r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]'
+)
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of arrays and inline tables in a TOML text (strings and comments
+    skipped), measured before the recursive parser sees it."""
+    depth = deepest = 0
+    for m in _TOML_TOKENS.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 def _toml_lines(text: str) -> dict[tuple[Any, ...], int]:
@@ -91,7 +112,7 @@ def _problems(exc: ValidationError, name: str, lines: dict[tuple[Any, ...], int]
         where = f"{name} line {line}" if line else name
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        field = _dotted(loc) or "pack"
+        field = visible(_dotted(loc)) or "pack"  # keys come from the file: one line
         problems.append(f"{where}: {field}: {msg}")
     return problems
 
@@ -104,12 +125,19 @@ def parse(text: str, *, name: str = "pack.toml", folder: Path | None = None) -> 
     """
     if len(text.encode()) > MAX_PACK_BYTES:
         raise PackError([f"{name}: larger than {MAX_PACK_BYTES // 1000} KB"])
+    depth = _nesting(text)
+    if depth > MAX_TOML_DEPTH:
+        raise PackError([f"{name}: nested deeper than {MAX_TOML_DEPTH} levels"])
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise PackError([f"{name}: nested too deeply"]) from None
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"^(.*) \(at line (\d+), column (\d+)\)$", str(exc))
         where, what = (f"{name} line {m[2]}", f"{m[1]} (column {m[3]})") if m else (name, str(exc))
         raise PackError([f"{where}: not valid TOML: {what}"]) from None
+    except ValueError:  # e.g. an integer longer than Python converts (4,300 digits)
+        raise PackError([f"{name}: not valid TOML: a number is too large"]) from None
     lines = _toml_lines(text)
     try:
         pack = Pack.model_validate(data)
@@ -154,12 +182,16 @@ def _read_reference(folder: Path, relative: str) -> str:
         raise PackError([f"{relative!r} does not exist"]) from None
     if not target.is_relative_to(base):
         raise PackError([f"{relative!r} leads outside the pack folder"])
-    if not target.is_file():
-        raise PackError([f"{relative!r} is not a file"])
-    if target.stat().st_size > MAX_REFERENCE_BYTES:
-        raise PackError([f"{relative!r} is larger than {MAX_REFERENCE_BYTES // 1000} KB"])
     try:
-        return target.read_text(encoding="utf-8")
+        raw = read_regular(target, MAX_REFERENCE_BYTES)
+    except UnsafeFileError:
+        raise PackError(
+            [f"{relative!r} is not a regular file of at most {MAX_REFERENCE_BYTES // 1000} KB"]
+        ) from None
+    except OSError as exc:
+        raise PackError([f"{relative!r}: cannot read: {exc.strerror}"]) from None
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise PackError([f"{relative!r} is not UTF-8 text"]) from None
 
@@ -175,10 +207,13 @@ def load(path: Path) -> Pack:
     if path.is_dir():
         folder, path = path, path / "pack.toml"
     try:
-        size = path.stat().st_size
-        if size > MAX_PACK_BYTES:
-            raise PackError([f"{path.name}: larger than {MAX_PACK_BYTES // 1000} KB"])
-        raw = path.read_bytes()
+        # Regular files only (a FIFO or a symlink to /dev/zero is refused without blocking),
+        # the size counted on the bytes read.
+        raw = read_regular(path, MAX_PACK_BYTES)
+    except UnsafeFileError as exc:
+        raise PackError(
+            [str(exc).replace(f"{MAX_PACK_BYTES} bytes", f"{MAX_PACK_BYTES // 1000} KB")]
+        ) from None
     except FileNotFoundError:
         raise PackError([f"{path}: no such pack file"]) from None
     except IsADirectoryError:
