@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import logging
 import math
 import threading
 import time
@@ -209,6 +210,9 @@ def backend_info() -> BackendInfo:
     import llama_cpp
 
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    # llama-cpp-python prints llama.cpp's log lines (here: "loaded CPU backend from ...") to
+    # stderr unless its logger is quieter, as `Llama(verbose=False)` makes it.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     llama_cpp.llama_backend_init()  # loads the backends once; later calls load nothing
     info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
     features = [p.split("=")[0].split(":")[-1].strip() for p in info.split("|") if "= 1" in p]
