@@ -131,6 +131,7 @@ format: $(VENV)/.dev-installed
 # time), gzip without name or time; PyInstaller runs with a fixed hash seed.
 ARCHIVE_NAME := bastion-$(VERSION)-linux-x86_64.tar.gz
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 315532800)
+export SOURCE_DATE_EPOCH  # the same time in every sub-make of one run
 BUNDLE_DIST ?= dist
 BUNDLE_WORK ?= build/pyinstaller
 
@@ -144,6 +145,8 @@ bundle-folder: # PyInstaller: $(BUNDLE_DIST)/bastion from the packages in $(BUND
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) PYTHONHASHSEED=0 nice -n 19 $(BUNDLE_VENV)/bin/pyinstaller \
 	  --noconfirm --log-level WARN --distpath $(BUNDLE_DIST) --workpath $(BUNDLE_WORK) \
 	  packaging/bastion.spec
+	find $(BUNDLE_DIST)/bastion/_internal -type f -name '*.so*' ! -path '*.libs/*' \
+	  -exec strip --strip-unneeded {} +
 	cp packaging/bastion.desktop packaging/bastion.svg packaging/install-desktop-entry.sh \
 	  $(BUNDLE_DIST)/bastion/
 
