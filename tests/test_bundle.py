@@ -287,13 +287,23 @@ def test_bundle_on_a_cpu_without_avx(bundle: Path, tmp_path: Path) -> None:
     qemu = shutil.which("qemu-x86_64")
     assert qemu, "qemu-user is installed by the Makefile's set-up"
     emulated = (qemu, "-cpu", "Nehalem")
-    checks = doctor_checks(run(bundle, tmp_path, "doctor", "--json", prefix=emulated, timeout=900))
+    # PyInstaller's bootloader re-executes itself once (execve), and qemu-user does not follow
+    # an execve: the second process would run natively. These variables tell the bootloader
+    # it already is that second process, so everything runs under the emulated CPU.
+    child = {
+        "_PYI_PARENT_PROCESS_LEVEL": "1",
+        "_PYI_APPLICATION_HOME_DIR": str(bundle / "_internal"),
+        "_PYI_ARCHIVE_FILE": str(bundle / "bastion"),
+    }
+    checks = doctor_checks(
+        run(bundle, tmp_path, "doctor", "--json", prefix=emulated, timeout=900, **child)
+    )
     nehalem = {"sse4_2"}  # of the flags in VARIANTS: SSE4.2, no AVX
     assert cpu_backend(checks) == best_variant(nehalem, bundled_variants(bundle)) == "sse42"
     assert "AVX" not in checks["cpu backend"]["detail"].split(";")[1].replace(",", " ").split()
     start = time.monotonic()
     question = ("ask", "--max-tokens", "3", "--temperature", "0", "Hi")
-    answer = run(bundle, tmp_path, *question, prefix=emulated, timeout=900)
+    answer = run(bundle, tmp_path, *question, prefix=emulated, timeout=900, **child)
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.strip()
     print(f"\nemulated Nehalem: 3 tokens answered in {time.monotonic() - start:.0f} s")
