@@ -162,8 +162,8 @@ bundle-archive: # $(BUNDLE_DIST)/bastion -> $(BUNDLE_DIST)/$(ARCHIVE_NAME) and S
 bundle-repack-check: bundle
 	rm -rf build/repack
 	$(MAKE) bundle-folder bundle-archive BUNDLE_DIST=build/repack/dist BUNDLE_WORK=build/repack/work
-	@cmp -s dist/SHA256SUMS build/repack/dist/SHA256SUMS || { echo "the archive is not \
-	  reproducible: $$(cat dist/SHA256SUMS) vs $$(cat build/repack/dist/SHA256SUMS)"; exit 1; }
+	@cmp -s dist/SHA256SUMS build/repack/dist/SHA256SUMS || { echo "the archive is not" \
+	  "reproducible: $$(cat dist/SHA256SUMS) vs $$(cat build/repack/dist/SHA256SUMS)"; exit 1; }
 	@echo "packaging twice gives the same archive: $$(cat dist/SHA256SUMS)"
 
 # Everything again from source: the llama.cpp wheel without ccache in a fresh output folder,
