@@ -155,18 +155,41 @@ def check_guard() -> Check:
     )
 
 
-def check_llama() -> Check:
+def check_llama() -> list[Check]:
+    """The llama.cpp library, and the CPU backend ggml chose for this CPU."""
     try:
         info = backend_info()
     except Exception as exc:  # a broken build is exactly what doctor should report
-        return Check("llama.cpp", FAIL, f"cannot load: {exc}")
+        return [Check("llama.cpp", FAIL, f"cannot load: {exc}")]
     where = "bundled with this executable" if getattr(sys, "frozen", False) else "installed"
-    return Check(
-        "llama.cpp",
-        OK,
-        f"llama-cpp-python {info.version} ({where}: {info.library}); "
-        f"CPU: {', '.join(info.cpu_features) or info.system_info}",
-    )
+    features = ", ".join(info.cpu_features) or info.system_info or "none reported"
+    checks = [
+        Check(
+            "llama.cpp",
+            OK,
+            f"llama-cpp-python {info.version} ({where}: {info.library}); CPU: {features}",
+        )
+    ]
+    if info.cpu_backends and info.cpu_backend == "built-in":
+        # dynamic backends present but none loaded: no CPU variant runs on this CPU
+        checks.append(
+            Check(
+                "cpu backend",
+                FAIL,
+                f"none of the {len(info.cpu_backends)} CPU backends loaded "
+                f"({', '.join(info.cpu_backends)})",
+            )
+        )
+    else:
+        choice = (
+            f"chosen for this CPU from {len(info.cpu_backends)}: {', '.join(info.cpu_backends)}"
+            if info.cpu_backends
+            else "linked into llama.cpp"
+        )
+        checks.append(
+            Check("cpu backend", OK, f"{info.cpu_backend} ({choice}); CPU features: {features}")
+        )
+    return checks
 
 
 def check_llama_log() -> Check:
@@ -228,7 +251,7 @@ def run(passphrase: bytearray | None) -> list[Check]:
             checks += check_vault(vault)
         checks += check_files(data)
         checks += check_models(vault)
-        checks.append(check_llama())
+        checks += check_llama()
         checks.append(check_llama_log())
         checks.append(check_disk(data))
     finally:

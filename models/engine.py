@@ -239,25 +239,66 @@ class _Detokenizer:
 
 
 class BackendInfo(BaseModel):
-    """The llama.cpp build this process uses (for ``bastion doctor``)."""
+    """The llama.cpp build this process uses (for ``bastion doctor``).
+
+    ``cpu_backend`` is the CPU variant ggml chose at run time from the CPU's features (the
+    ``haswell`` of ``libggml-cpu-haswell.so``), or ``built-in`` when the CPU backend is linked
+    into libggml itself; ``cpu_backends`` lists the variants next to the library.
+    """
 
     version: str
     library: str
     system_info: str
     cpu_features: list[str]
+    cpu_backend: str = "built-in"
+    cpu_backend_path: str = ""
+    cpu_backends: list[str] = Field(default_factory=list)
+
+
+_CPU_VARIANT_PREFIX = "libggml-cpu-"
 
 
 def backend_info() -> BackendInfo:
-    """Load llama.cpp (if not yet loaded) and describe its build and the CPU features it uses."""
+    """Load llama.cpp and its backends (if not yet loaded) and describe the build in use.
+
+    With dynamic backends, ggml loads the best ``libggml-cpu-<variant>.so`` for this CPU from
+    the folder of its own library when the backend is first initialised; the variant in use
+    is the one mapped into this process (``/proc/self/maps``).
+    """
     import llama_cpp
 
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    # llama-cpp-python prints llama.cpp's log lines (here: "loaded CPU backend from ...") to
+    # stderr unless its logger is quieter, as `Llama(verbose=False)` makes it.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    llama_cpp.llama_backend_init()  # loads the backends once; later calls load nothing
     info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
     features = [p.split("=")[0].split(":")[-1].strip() for p in info.split("|") if "= 1" in p]
+    variants = sorted(
+        p.name.removeprefix(_CPU_VARIANT_PREFIX).split(".so")[0]
+        for p in lib_dir.glob(_CPU_VARIANT_PREFIX + "*.so*")
+    )
+    backend, backend_path = "built-in", ""
+    try:
+        maps = Path("/proc/self/maps").read_text(errors="replace").splitlines()
+    except OSError:
+        maps = []
+    for line in maps:
+        parts = line.split(maxsplit=5)
+        path = parts[5] if len(parts) == 6 else ""
+        name = Path(path).name
+        if name.startswith(_CPU_VARIANT_PREFIX) and ".so" in name:
+            backend = name.removeprefix(_CPU_VARIANT_PREFIX).split(".so")[0]
+            backend_path = path
+            break
     return BackendInfo(
         version=llama_cpp.__version__,
-        library=str(Path(llama_cpp.__file__).parent / "lib" / "libllama.so"),
+        library=str(lib_dir / "libllama.so"),
         system_info=info,
         cpu_features=features,
+        cpu_backend=backend,
+        cpu_backend_path=backend_path,
+        cpu_backends=variants,
     )
 
 
