@@ -51,9 +51,15 @@ $(VENV)/.installed: pyproject.toml $(LLAMA_WHEELS)/.built | $(BIN)/python
 
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	# The `age` CLI for interoperability tests, and tmux for the terminal tests.
-	command -v age >/dev/null && command -v tmux >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age tmux >/dev/null; }
+	# The `age` CLI for interoperability tests, and tmux for the terminal tests. For the
+	# document tests: PDFs nobody here wrote (made by pdfTeX, dvipdfmx, groff+Ghostscript and
+	# Apache FOP, from Debian's documentation packages) and poppler's pdftotext as the
+	# reference text of each page.
+	command -v age >/dev/null && command -v tmux >/dev/null && command -v pdftotext >/dev/null \
+	  && test -f /usr/share/doc/glpk-doc/gmpl.pdf && test -f /usr/share/doc/bash/bashref.pdf \
+	  && test -f /usr/share/doc/xorg-docs/README.pdf.gz || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age tmux \
+	    poppler-utils glpk-doc bash-doc xorg-docs >/dev/null; }
 	touch $@
 
 # pytest runs as its own script (not `python -m`), so the checkout is not on sys.path: only the

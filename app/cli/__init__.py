@@ -6,6 +6,7 @@
 - :mod:`~bastion.app.cli.transfer`: ``keys``, ``export``, ``verify``, ``import``, ``backup``,
   ``restore``
 - :mod:`~bastion.app.cli.packs`: ``packs ...``
+- :mod:`~bastion.app.cli.docs`: ``docs ...`` (and ``ask --doc``, in ``chat``)
 
 Every failure the user can cause (no model, wrong passphrase, bad option...) ends as one
 line on stderr and exit code 1 (2 for usage errors); never a traceback. Diagnostics name
@@ -21,8 +22,9 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from bastion import __version__
-from bastion.app.cli import chat, history, packs, transfer, vault
+from bastion.app.cli import chat, docs, history, packs, transfer, vault
 from bastion.app.cli.common import EXIT_ERROR, EXIT_USAGE, Parser, UsageError, printable
+from bastion.app.documents import DocumentError
 from bastion.app.packs import PackError, TemplateError
 from bastion.app.secrets_input import PassphraseError
 from bastion.models.discovery import NoModelError
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for family in (chat, vault, history, transfer, packs):
+    for family in (chat, vault, history, transfer, packs, docs):
         family.add_parsers(sub)
     return parser
 
@@ -58,6 +60,7 @@ _USER_ERRORS: tuple[type[Exception], ...] = (
     ExportError,
     PackError,
     TemplateError,
+    DocumentError,
     OSError,
 )
 
