@@ -36,6 +36,7 @@ from bastion.storage import export as export_fmt
 from bastion.storage.crypto import KdfParams, UnlockError
 from bastion.storage.schema import (
     Conversation,
+    DocumentPage,
     DocumentRecord,
     KvState,
     Message,
@@ -312,6 +313,24 @@ class ChatSession:
         conv = self.conversation
         if conv is not None and conv.id != INCOGNITO_ID:
             self.store.attach_document(conv.id, record.id)
+
+    def library(self) -> list[DocumentRecord]:
+        """Every document in the vault's library, newest first."""
+        return self.store.list_documents()
+
+    def add_document(self, path: Path, *, keep_original: bool = False) -> DocumentRecord:
+        """Read a file into the library (sandboxed extraction) without attaching it."""
+        return doc_library.add_file(self.store, path, keep_original=keep_original).record
+
+    def document_page(self, document_id: str, page: int) -> list[DocumentPage]:
+        """One page of a document (empty when it has no such page)."""
+        self.store.get_document(document_id)
+        return self.store.document_pages(document_id, page, page)
+
+    def remove_document(self, document_id: str) -> None:
+        """Delete a document from the vault for good (and from the current conversation)."""
+        self.store.remove_document(document_id)
+        self.documents = [d for d in self.documents if d.id != document_id]
 
     def detach(self, document_id: str) -> None:
         """Stop grounding the current conversation on a document (it stays in the library)."""

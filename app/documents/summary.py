@@ -127,9 +127,11 @@ def prepare(
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     answer_reserve: int = 400,
+    part_tokens: int = 160,
 ) -> list[SourceRef]:
     """The numbered sources a whole-document answer is written from: the pages themselves
-    when they fit the context, else part summaries (map-reduce). Blocking.
+    when they fit the context, else part summaries (map-reduce; each at most
+    ``part_tokens`` long). Blocking.
 
     Raises:
         Cancelled: ``cancel`` was set between two steps.
@@ -147,7 +149,7 @@ def prepare(
         return [_whole_source(i + 1, p) for i, p in enumerate(whole)]
     part_budget = max(engine.n_ctx // 2 - 160, 256)
     parts = _parts(store, documents, part_budget, count)
-    sampling = SamplingSettings(max_tokens=160, temperature=0.0)
+    sampling = SamplingSettings(max_tokens=part_tokens, temperature=0.0)
     total = len(parts)
     summaries: list[tuple[Part, str]] = []
     for i, part in enumerate(parts):
