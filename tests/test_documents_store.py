@@ -166,3 +166,40 @@ def test_real_pdfs_are_available() -> None:
     """The Debian documentation packages the set-up installs are there (never skipped)."""
     for path in REAL_PDFS.values():
         assert path.is_file(), f"{path} missing: run `make dev`"
+
+
+def test_transcript_carries_cited_passages_not_documents(store: Store) -> None:
+    """An export names each cited document by SHA-256 with the pages cited, carries the
+    passages the question was sent with, and never a whole document."""
+    from bastion.app import turn
+    from bastion.storage.schema import MessageMeta
+
+    rec = library.add_bytes(store, "gmpl.pdf", real_pdf("gmpl.pdf")).record
+    sources = turn.find_document_sources(store, [rec], "unsubscripted set", lambda t: len(t) // 4)
+    conv = store.create_conversation("q")
+    store.add_message(
+        conv.id, "user", "What is an unsubscripted set?", meta=MessageMeta(sources=sources)
+    )
+    store.add_message(
+        conv.id,
+        "assistant",
+        "It is a set [1].",
+        meta=MessageMeta(sources=[s.model_copy(update={"text": None}) for s in sources]),
+    )
+    doc, _ = transfer.build_export(store, [conv.id])
+    exported = doc["conversations"][0]
+    assert exported["cited_documents"] == [
+        {
+            "id": rec.id,
+            "title": "gmpl.pdf",
+            "sha256": rec.sha256,
+            "pages": sorted({s.page for s in sources}),
+        }
+    ]
+    sent = exported["messages"][0]["sources"]
+    assert [s["text"] for s in sent] == [s.text for s in sources]
+    body = transfer.render(doc, "json").decode()
+    page = store.document_pages(rec.id, 30, 30)[0].text
+    assert page[200:400] not in body  # an uncited page is not in the transcript
+    redacted, _ = transfer.build_export(store, [conv.id], redact=True)
+    assert redacted["conversations"][0]["cited_documents"][0]["sha256"] == rec.sha256
