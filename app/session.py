@@ -136,6 +136,8 @@ class ChatSession:
         """Sampling for the next turns, before the conversation's own (``ask`` options)."""
         self.pack: Pack | None = None
         """The domain pack of the current conversation, if any."""
+        self.summary_part_tokens = 160
+        """Most tokens of each part summary of a whole-document question (map step)."""
         self.documents: list[DocumentRecord] = []
         """The documents the current conversation's turns are grounded on (attached to it,
         or chosen for a new or incognito one and attached when it is first saved)."""
@@ -661,6 +663,7 @@ class ChatSession:
             progress=pending.progress,
             cancel=pending.cancel,
             answer_reserve=min(self.sampling().max_tokens, engine.n_ctx // 4) + 200,
+            part_tokens=self.summary_part_tokens,
         )
         meta = pending.question.meta.model_copy(update={"sources": sources})
         question = pending.question.model_copy(update={"meta": meta})

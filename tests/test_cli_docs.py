@@ -4,11 +4,30 @@ canary check: nothing of a document lands in any plain file, temp file or /dev/s
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
-from tests.test_cli_history import FAST, ok, run
+from tests.conftest import bastion_cmd, cli_env
+from tests.test_cli_history import FAST, ok
 from tests.test_documents import real_pdf
 from tests.test_vault_faults import scan
+
+
+def run(tmp_path: Path, *args: str, pw: str | None = "pw1", **env: str):
+    """The console script (a grounded answer prefills ~600 tokens: a generous timeout for
+    a shared machine)."""
+    extra = dict(env)
+    if pw is not None:
+        extra["BASTION_PASSPHRASE"] = pw
+    return subprocess.run(
+        [*bastion_cmd(), *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path, **extra),
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+
 
 CANARY = "CanaryClauseTb72"
 CONTRACT = f"""# Lease agreement

@@ -140,27 +140,36 @@ def test_prefetch_prepares_document_passages_while_typing(session: ChatSession) 
 
 def test_whole_document_question_reads_every_page_map_reduce(model_path: Path) -> None:
     """ "Summarise" on a document longer than the context summarises every part, reports
-    progress, and its sources cover every page; Esc (cancel) stops between parts."""
-    small = Engine(model_path, LoadSettings(n_ctx=1024))
+    progress, stores the part summaries with the question; Esc (cancel) stops between
+    parts."""
+    assert summary.is_whole_document_question("Please summarise this document")
+    assert summary.is_whole_document_question("What are the key points of the contract?")
+    assert not summary.is_whole_document_question("What is the deposit?")
+    small = Engine(model_path, LoadSettings(n_ctx=1536))
     try:
         s = ChatSession.ephemeral()
         doc = library.add_bytes(s.store, "README.pdf", real_pdf("README.pdf")).record
-        assert summary.is_whole_document_question("Please summarise this document")
-        assert not summary.is_whole_document_question("What is the deposit?")
+        total_tokens = sum(len(small.tokenize(p.text)) for p in s.store.document_pages(doc.id))
+        assert total_tokens > small.n_ctx  # longer than the context: map-reduce
+        s.engine = small
+        s.settings.sampling.max_tokens = 8
+        s.summary_part_tokens = 8
+        s.new_conversation(incognito=True)
+        s.attach_record(doc)
+        pending = s.send("Summarise this document.")
+        assert pending.sources == [] and pending.whole_documents
         seen: list[tuple[int, int]] = []
-        sources = summary.prepare(
-            small,
-            s.store,
-            [doc],
-            progress=lambda d, t: seen.append((d, t)),
-            answer_reserve=200,
-            part_tokens=8,
-        )
+        pending.progress = lambda d, t: seen.append((d, t))
+        gen = s.generate(pending)
+        answer = s.finish(pending, "".join(gen))
         total = seen[-1][1]
         assert total >= 3 and seen[0] == (0, total) and seen[-1] == (total, total)
-        covered = sorted({s.page for s in sources if s.page})
-        assert covered[0] == 1 and all(s.document_id == doc.id for s in sources)
-        assert sum(len(s.text or "") for s in sources) < 4 * 1024 * 3
+        sources = s.thread[0].meta.sources  # stored with the question
+        assert sources and all(x.document_id == doc.id for x in sources)
+        assert sources[0].page == 1 and [x.label for x in answer.meta.sources] == [
+            x.label for x in sources
+        ]
+        assert pending.messages[-1].content.startswith("Sources (cite them as [n]):")
         cancel = threading.Event()
 
         def stop_after_two(done: int, total: int) -> None:
@@ -171,15 +180,5 @@ def test_whole_document_question_reads_every_page_map_reduce(model_path: Path) -
             summary.prepare(
                 small, s.store, [doc], progress=stop_after_two, cancel=cancel, part_tokens=8
             )
-        # Through the session: the question is saved, then answered from the summaries.
-        s.engine = small
-        s.settings.sampling.max_tokens = 8
-        s.new_conversation(incognito=True)
-        s.attach_record(doc)
-        pending = s.send("Summarise this document.")
-        assert pending.sources == [] and pending.whole_documents
-        gen = s.generate(pending)
-        answer = s.finish(pending, "".join(gen))
-        assert answer.meta.sources and s.thread[0].meta.sources  # stored with the question
     finally:
         small.close()
