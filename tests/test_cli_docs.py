@@ -113,7 +113,7 @@ def test_ask_doc_file_and_canary_never_in_plain_files(tmp_path: Path) -> None:
     conv = out.stderr.strip().split()[-1]
     shown = json.loads(ok(run(tmp_path, "history", "show", conv, "--json", **env)).stdout)
     question = shown["messages"][-2]
-    refs = question["stats"]["sources"]
+    refs = (question.get("stats") or question.get("meta"))["sources"]
     assert refs and all(r["document_id"] and r["sha256"] for r in refs)
     assert any(CANARY in (r.get("text") or "") for r in refs)
     ok(run(tmp_path, "docs", "search", CANARY, **env))
