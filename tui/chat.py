@@ -109,8 +109,9 @@ class ChatScreen(Screen[None]):
             id="chat.import",
             tooltip="Import conversations from an encrypted export",
         ),
-        Binding("f5", "attach", "Attach", id="chat.attach", tooltip="Attach a document"),
-        Binding("f6", "library", "Library", id="chat.library", tooltip="Your documents"),
+        # F9/F10: the composer (a TextArea) takes F6/F7 for selecting.
+        Binding("f9", "attach", "Attach", id="chat.attach", tooltip="Attach a document"),
+        Binding("f10", "library", "Library", id="chat.library", tooltip="Your documents"),
     ]
 
     # -- what workers report ----------------------------------------------------------------

@@ -52,7 +52,7 @@ class AttachmentsBar(Static):
         self.update(
             "📎 "
             + "  ·  ".join(f"{escape(d.title)} ({_pages(d)})" for d in docs)
-            + "   [dim](F5 attach · F6 library)[/dim]"
+            + "   [dim](F9 attach · F10 library)[/dim]"
             if docs
             else ""
         )
