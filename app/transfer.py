@@ -13,6 +13,7 @@ Keys kept in the vault's settings (inside the encrypted database):
 from __future__ import annotations
 
 import base64
+import binascii
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -215,6 +216,14 @@ def untrust_export_key(store: Store, key: str) -> str:
 def _message_dict(m: Message, redaction: fmt.Redaction | None) -> dict[str, Any]:
     content = redaction.apply(m.content) if redaction else m.content
     stats = m.meta.stored() or {}
+    if redaction and stats.get("sources"):
+        # Passages of the user's own documents are theirs: redacted like the messages.
+        stats["sources"] = [
+            {**s, "text": redaction.apply(s["text"])}
+            if s.get("document_id") and isinstance(s.get("text"), str)
+            else s
+            for s in stats["sources"]
+        ]
     return {
         "id": m.id,
         "parent_id": m.parent_id,
@@ -239,6 +248,7 @@ def conversation_dict(
             disclaimer = value if isinstance(value, str) else None
         except (NotFoundError, tomllib.TOMLDecodeError):
             disclaimer = None  # a removed pack: the export still names its id and version
+    messages = [_message_dict(m, redaction) for m in store.all_messages(conv.id)]
     return {
         "id": conv.id,
         "title": redaction.apply(conv.title) if redaction else conv.title,
@@ -250,8 +260,30 @@ def conversation_dict(
         "pinned": conv.pinned,
         "imported": conv.imported,
         "head_id": conv.head_id,
-        "messages": [_message_dict(m, redaction) for m in store.all_messages(conv.id)],
+        "messages": messages,
+        "cited_documents": cited_documents(messages),
     }
+
+
+def cited_documents(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The documents the messages' passages come from: id, title, SHA-256 of the file and
+    the pages cited (the passages themselves travel with each question; whole documents
+    never go into a transcript)."""
+    found: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        for s in m["stats"].get("sources", []) if m["role"] == "user" else []:
+            doc_id = s.get("document_id")
+            if not doc_id:
+                continue
+            entry = found.setdefault(
+                doc_id,
+                {"id": doc_id, "title": s.get("title"), "sha256": s.get("sha256"), "pages": []},
+            )
+            if s.get("page") is not None and s["page"] not in entry["pages"]:
+                entry["pages"].append(s["page"])
+    for entry in found.values():
+        entry["pages"].sort()
+    return list(found.values())
 
 
 def build_export(
@@ -499,7 +531,51 @@ def build_backup(store: Store) -> dict[str, Any]:
     doc["format"] = fmt.BACKUP_FORMAT
     doc["packs"] = [p.model_dump(mode="json") for p in store.list_packs()]
     doc["settings"] = store.all_settings()
+    doc["documents"] = [_document_dict(store, d) for d in store.list_documents()]
+    links: dict[str, list[str]] = {}
+    for conv in store.list_conversations():
+        for d in store.conversation_documents(conv.id):
+            links.setdefault(d.id, []).append(conv.id)
+    for entry in doc["documents"]:
+        entry["conversations"] = links.get(entry["id"], [])
     return doc
+
+
+def _document_dict(store: Store, d: Any) -> dict[str, Any]:
+    """A document in a backup: its record, page texts, chunks and (if kept) original."""
+    original = store.document_original(d.id)
+    return {
+        **d.model_dump(mode="json", exclude={"has_original"}),
+        "page_texts": [p.text for p in store.document_pages(d.id)],
+        "chunks": [
+            {"page": c.page, "heading": c.heading, "text": c.text}
+            for c in store.document_chunks(d.id)
+        ],
+        "original": base64.b64encode(original).decode("ascii") if original else None,
+    }
+
+
+def _restore_document(store: Store, entry: Any) -> str:
+    """Add a backed-up document; returns its id in this vault."""
+    try:
+        original = (
+            base64.b64decode(entry["original"], validate=True) if entry.get("original") else None
+        )
+        record, _ = store.add_document(
+            sha256=str(entry["sha256"]),
+            title=str(entry["title"]),
+            kind=str(entry["kind"]),
+            paged=bool(entry["paged"]),
+            pages=[str(t) for t in entry["page_texts"]],
+            chunks=[(int(c["page"]), str(c["heading"]), str(c["text"])) for c in entry["chunks"]],
+            size=int(entry["size"]),
+            empty_pages=int(entry.get("empty_pages") or 0),
+            original=original,
+            added=datetime.fromisoformat(str(entry["added"])),
+        )
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise fmt.ExportError("refusing to restore: a document entry is malformed") from None
+    return record.id
 
 
 def backup_keys(store: Store, doc: dict[str, Any]) -> dict[str, str]:
@@ -546,8 +622,10 @@ def restore_backup(
     """
     if doc.get("format") != fmt.BACKUP_FORMAT:
         raise fmt.ExportError("not a Bastion backup (use `bastion import` for transcripts)")
-    if store.list_conversations() or any(
-        p.signer != packs.BUILTIN_SIGNER for p in store.list_packs()
+    if (
+        store.list_conversations()
+        or store.list_documents()
+        or any(p.signer != packs.BUILTIN_SIGNER for p in store.list_packs())
     ):
         raise fmt.ExportError("restore needs an empty vault: create a new one with `init`")
     for conv in doc.get("conversations", []):
@@ -569,8 +647,19 @@ def restore_backup(
             continue  # the built-in this version ships stays
         parsed.append((pack, signer if trust is packs.Trust.VERIFIED else None))
     with store.transaction():  # everything or nothing
+        new_ids: dict[str, str] = {}
         for conv in doc.get("conversations", []):
-            _add_conversation(store, conv, imported=False)
+            new_ids[str(conv.get("id"))] = _add_conversation(store, conv, imported=False)
+        entries = doc.get("documents") or []
+        if not isinstance(entries, list):
+            raise fmt.ExportError("refusing to restore: malformed documents")
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise fmt.ExportError("refusing to restore: a document entry is malformed")
+            doc_id = _restore_document(store, entry)
+            for old in entry.get("conversations") or []:
+                if str(old) in new_ids:
+                    store.attach_document(new_ids[str(old)], doc_id)
         for pack, signer in parsed:
             pack_library.save(store, pack, signer)
         settings = doc.get("settings") or {}

@@ -5,13 +5,15 @@
 
 1. :func:`check_question`: the pack's input rules. A ``respond`` rule's fixed message *is* the
    answer; the model is neither chosen nor loaded (so it shows even when no model can load).
-2. :func:`find_sources`: passages to ground the answer (a pack's references; documents are the
-   next source and plug in here), within a token budget, numbered as the model sees them.
+2. :func:`find_sources`: passages to ground the answer (a pack's references, then the
+   attached or chosen documents: :func:`find_document_sources`), within a token budget,
+   numbered as the model sees them.
 3. :func:`prompt_messages`: what the model sees: the pack's fixed prefix, the shown branch with
    each question carrying the sources it was sent with (so history renders token-identically
    and the KV cache is reused), without questions a rule answered.
 4. Generation is the engine's (:meth:`bastion.models.engine.Engine.chat`).
-5. :func:`check_answer`: the pack's output rules on the finished answer.
+5. :func:`check_answer`: the pack's output rules on the finished answer, then the check of
+   its ``[n]`` citations against the passages (:mod:`bastion.app.documents.citations`).
 
 :class:`bastion.app.session.ChatSession` runs the stages in this order and saves the question
 (before generation: an acknowledged message is never lost) and the answer.
@@ -24,14 +26,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bastion.app.documents import citations
 from bastion.app.packs import Pack
 from bastion.models.engine import ChatMessage
-from bastion.storage.schema import Message, MessageMeta, SafetyNotice, SourceRef
+from bastion.storage.schema import DocumentRecord, Message, MessageMeta, SafetyNotice, SourceRef
 from bastion.storage.store import Store
 
 MAX_SOURCES = 3
 SOURCE_TOKEN_BUDGET = 240
 """Most tokens the sources of one turn may take (a tenth of a small context at most)."""
+DOCUMENT_TOKEN_BUDGET = 640
+"""Most tokens the passages of the user's documents may take in one turn (three passages)."""
 
 _STOPWORDS = frozenset(
     [
@@ -261,6 +266,43 @@ def find_sources(
     return chosen
 
 
+def find_document_sources(
+    store: Store,
+    documents: Sequence[DocumentRecord],
+    question: str,
+    count_tokens: Callable[[str], int],
+    budget: int = DOCUMENT_TOKEN_BUDGET,
+    first: int = 1,
+) -> list[SourceRef]:
+    """The best passages of ``documents`` for ``question`` within ``budget`` tokens, numbered
+    from ``first``. When no word of the question is found, the documents' first passages
+    (what the document is about) stand in."""
+    ids = [d.id for d in documents]
+    found = store.document_sources(ids, search_terms(question), limit=MAX_SOURCES)
+    if not found:
+        found = [c for d in documents for c in store.document_chunks(d.id)[:1]][:MAX_SOURCES]
+    chosen: list[SourceRef] = []
+    used = 0
+    for chunk in found:
+        text = f"{chunk.heading}: {chunk.text}" if chunk.heading else chunk.text
+        cost = count_tokens(text) + 16
+        if used + cost > budget and chosen:
+            break
+        chosen.append(
+            SourceRef(
+                n=first + len(chosen),
+                ref_id=f"{chunk.document_id}:{chunk.n}",
+                title=chunk.title,
+                text=text,
+                document_id=chunk.document_id,
+                page=chunk.page if chunk.paged else None,
+                sha256=chunk.sha256,
+            )
+        )
+        used += cost
+    return chosen
+
+
 @dataclass
 class CheckedQuestion:
     """A user message after stages 1 and 2."""
@@ -280,17 +322,26 @@ def check_question(
     question: str,
     count_tokens: Callable[[str], int],
     lookup: str | None = None,
+    documents: Sequence[DocumentRecord] = (),
 ) -> CheckedQuestion:
-    """Stages 1 and 2: the input rules, then the sources (unless a rule answered).
+    """Stages 1 and 2: the input rules, then the sources (unless a rule answered): the pack's
+    references, then passages of ``documents`` (numbered after them).
 
     ``lookup`` is what the references are searched with (default: the question); for a
     template, its values, so that the template's own wording does not pick the sources."""
     checked = CheckedQuestion()
-    if pack is None:
+    if pack is not None:
+        checked.meta.safety = notices_for(pack, question, "input")
+    if checked.response is not None or store is None:
         return checked
-    checked.meta.safety = notices_for(pack, question, "input")
-    if checked.response is None and store is not None:
-        checked.meta.sources = find_sources(store, pack, lookup or question, count_tokens)
+    sources: list[SourceRef] = []
+    if pack is not None:
+        sources = find_sources(store, pack, lookup or question, count_tokens)
+    if documents:
+        sources += find_document_sources(
+            store, documents, lookup or question, count_tokens, first=len(sources) + 1
+        )
+    checked.meta.sources = sources
     return checked
 
 
@@ -307,7 +358,16 @@ def prefix_messages(pack: Pack) -> list[ChatMessage]:
 
 
 def with_sources(question: str, sources: Sequence[SourceRef]) -> str:
-    """The user's message as the model sees it when sources were found."""
+    """The user's message as the model sees it when sources were found (a document's
+    passages are labelled with their title and page, and the model is asked to cite them)."""
+    if any(s.document_id for s in sources):
+        lines = ["Sources (cite them as [n]):"]
+        lines += [
+            f"[{s.n}] ({s.label}) {s.text or ''}" if s.document_id else f"[{s.n}] {s.text or ''}"
+            for s in sources
+        ]
+        lines += ["", f"Question: {question}"]
+        return "\n".join(lines)
     lines = ["Sources:"]
     lines += [f"[{s.n}] {s.text or ''}" for s in sources]
     lines += ["", f"Question: {question}"]
@@ -363,28 +423,37 @@ def unsaved_question(question: str, meta: MessageMeta | None = None) -> Message:
 DOSE_RULE = "dose-check"
 
 
-def check_answer(pack: Pack | None, answer: str, question: str | None = None) -> list[SafetyNotice]:
-    """Stage 5: the output rules that fire on a finished answer, then a correction for every
+def check_answer(
+    pack: Pack | None,
+    answer: str,
+    sources: Sequence[SourceRef] = (),
+    question: str | None = None,
+) -> list[SafetyNotice]:
+    """Stage 5: the output rules that fire on a finished answer; a correction for every
     medicine whose stated dose is above the pack's documented maximum (``question`` names
-    the medicine when the answer does not)."""
-    if pack is None:
-        return []
-    notices = notices_for(pack, answer, "output")
-    for finding in pack.check_doses(answer, question):
-        notices.append(
-            SafetyNotice(
-                rule=f"{DOSE_RULE}:{finding.limit.id}",
-                stage="output",
-                action="caution",
-                message=finding.message,
+    the medicine when the answer does not); and, when the answer was grounded on documents,
+    the citation check (stage ``citations``: unsupported ``[n]`` and numbers found in no
+    source)."""
+    notices: list[SafetyNotice] = []
+    if pack is not None:
+        notices += notices_for(pack, answer, "output")
+        for finding in pack.check_doses(answer, question):
+            notices.append(
+                SafetyNotice(
+                    rule=f"{DOSE_RULE}:{finding.limit.id}",
+                    stage="output",
+                    action="caution",
+                    message=finding.message,
+                )
             )
-        )
+    if any(s.document_id for s in sources):
+        notices += citations.check(answer, sources, question or "")
     return notices
 
 
 def sources_line(sources: Sequence[SourceRef]) -> str:
-    """``[1, 2] Title; [3] Other title`` for showing under an answer."""
+    """``[1, 2] Title; [3] doc.pdf, p. 4`` for showing under an answer."""
     by_title: dict[str, list[str]] = {}
     for s in sources:
-        by_title.setdefault(s.title, []).append(str(s.n))
+        by_title.setdefault(s.label, []).append(str(s.n))
     return "; ".join(f"[{', '.join(ns)}] {title}" for title, ns in by_title.items())

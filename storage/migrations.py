@@ -123,6 +123,65 @@ def m003_audit(db: Database) -> None:
 
 
 @migrations()
+def m004_documents(db: Database) -> None:
+    # The user's documents: one row per distinct file (by SHA-256), the text of each page,
+    # page-aware chunks with their heading, an FTS5 index of the chunks (secure delete), and
+    # which conversations have which documents attached.
+    db.table("documents").create(
+        {
+            "id": str,
+            "sha256": str,
+            "title": str,
+            "kind": str,
+            "paged": int,
+            "pages": int,
+            "empty_pages": int,
+            "size": int,
+            "added": str,
+            "original": bytes,
+        },
+        pk="id",
+        not_null={"sha256", "title", "kind", "paged", "pages", "size", "added"},
+        defaults={"paged": 0, "empty_pages": 0},
+    )
+    db.table("documents").create_index(["sha256"], unique=True)
+    db.table("document_pages").create(
+        {"document_id": str, "page": int, "text": str},
+        pk=("document_id", "page"),
+        not_null={"document_id", "page", "text"},
+        foreign_keys=[("document_id", "documents", "id")],
+    )
+    db.table("document_chunks").create(
+        {
+            "id": int,
+            "document_id": str,
+            "page": int,
+            "n": int,
+            "heading": str,
+            "text": str,
+        },
+        pk="id",
+        not_null={"document_id", "page", "n", "heading", "text"},
+        foreign_keys=[("document_id", "documents", "id")],
+    )
+    db.table("document_chunks").create_index(["document_id", "n"], unique=True)
+    db.table("document_chunks").enable_fts(
+        ["heading", "text"], create_triggers=True, tokenize=f"porter {_TOKENIZE}"
+    )
+    _secure_fts(db, "document_chunks_fts")
+    db.table("conversation_documents").create(
+        {"conversation_id": str, "document_id": str, "added": str},
+        pk=("conversation_id", "document_id"),
+        not_null={"added"},
+        foreign_keys=[
+            ("conversation_id", "conversations", "id"),
+            ("document_id", "documents", "id"),
+        ],
+    )
+    db.table("conversation_documents").create_index(["document_id"])
+
+
+@migrations()
 def m005_kv_states(db: Database) -> None:
     # Evaluated KV states of packs' fixed prefixes, so the first pack conversation after a
     # restart does not prefill the system prompt and examples again. Inside the encrypted

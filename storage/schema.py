@@ -45,6 +45,17 @@ class SourceRef(BaseModel):
     source: str = Field(default="", max_length=2000)
     text: str | None = Field(default=None, max_length=20_000)
     """The passage itself (kept on the user message, so the prompt renders identically)."""
+    document_id: str | None = Field(default=None, max_length=64)
+    """For a passage of one of the user's documents: the document's id..."""
+    page: int | None = Field(default=None, ge=1, le=1_000_000)
+    """...the page it is on (1-based physical page; None for an unpaged document)..."""
+    sha256: str | None = Field(default=None, max_length=64)
+    """...and the SHA-256 of the document's file (exports name it)."""
+
+    @property
+    def label(self) -> str:
+        """``title, p. N`` for a document page, else the title."""
+        return f"{self.title}, p. {self.page}" if self.page is not None else self.title
 
 
 class SafetyNotice(BaseModel):
@@ -182,3 +193,56 @@ class KvState(BaseModel):
     tokens: list[int]
     state: bytes
     created: datetime
+
+
+class DocumentRecord(BaseModel):
+    """One of the user's documents in the vault (without its text)."""
+
+    id: str
+    sha256: str
+    title: str
+    """The file's name when it was added."""
+    kind: str
+    """``pdf``, ``docx``, ``odt``, ``text``, ``markdown``, ``html``, ``eml``."""
+    paged: bool
+    """Whether the page numbers are the document's own."""
+    pages: int
+    empty_pages: int = 0
+    size: int
+    """Bytes of the original file."""
+    added: datetime
+    has_original: bool = False
+    """Whether the original bytes are kept in the vault."""
+
+
+class DocumentPage(BaseModel):
+    document_id: str
+    page: int
+    text: str
+
+
+class DocumentChunk(BaseModel):
+    """A passage of a document: within one page, with the heading it sits under."""
+
+    document_id: str
+    title: str
+    page: int
+    n: int
+    heading: str
+    text: str
+    sha256: str = ""
+    paged: bool = True
+    rank: float = 0.0
+    """bm25 score (lower is more relevant)."""
+
+
+class DocumentHit(BaseModel):
+    """A ``docs search`` result: where, and a snippet with ``[`` ``]`` around matches."""
+
+    document_id: str
+    title: str
+    page: int
+    paged: bool
+    heading: str
+    snippet: str
+    rank: float

@@ -23,6 +23,10 @@ from sqlite_utils import Database
 from bastion.storage import migrations
 from bastion.storage.schema import (
     Conversation,
+    DocumentChunk,
+    DocumentHit,
+    DocumentPage,
+    DocumentRecord,
     KvState,
     Message,
     MessageMeta,
@@ -265,6 +269,9 @@ class Store:
         """Really delete: rows, their FTS entries (secure-delete), and their WAL copies."""
         with self._tx() as db:
             db.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation_id])
+            db.execute(
+                "DELETE FROM conversation_documents WHERE conversation_id = ?", [conversation_id]
+            )
             cur = db.execute("DELETE FROM conversations WHERE id = ?", [conversation_id])
             if cur.rowcount == 0:
                 raise NotFoundError(f"no conversation {conversation_id}")
@@ -281,6 +288,7 @@ class Store:
             ]
             for cid in ids:
                 db.execute("DELETE FROM messages WHERE conversation_id = ?", [cid])
+                db.execute("DELETE FROM conversation_documents WHERE conversation_id = ?", [cid])
                 db.execute("DELETE FROM conversations WHERE id = ?", [cid])
         if ids:
             self.purge()
@@ -762,6 +770,271 @@ class Store:
                 db.execute("DELETE FROM kv_states")
             else:
                 db.execute("DELETE FROM kv_states WHERE pack_id = ?", [pack_id])
+
+    # -- documents ------------------------------------------------------------
+
+    @staticmethod
+    def _document(row: dict[str, Any]) -> DocumentRecord:
+        return DocumentRecord(
+            id=row["id"],
+            sha256=row["sha256"],
+            title=row["title"],
+            kind=row["kind"],
+            paged=bool(row["paged"]),
+            pages=row["pages"],
+            empty_pages=row["empty_pages"] or 0,
+            size=row["size"],
+            added=datetime.fromisoformat(row["added"]),
+            has_original=bool(row["has_original"]),
+        )
+
+    _DOC_COLUMNS = (
+        "id, sha256, title, kind, paged, pages, empty_pages, size, added,"
+        " original IS NOT NULL AS has_original"
+    )
+
+    def add_document(
+        self,
+        *,
+        sha256: str,
+        title: str,
+        kind: str,
+        paged: bool,
+        pages: Sequence[str],
+        chunks: Sequence[tuple[int, str, str]],
+        size: int,
+        empty_pages: int = 0,
+        original: bytes | None = None,
+        added: datetime | None = None,
+    ) -> tuple[DocumentRecord, bool]:
+        """Store a document, its pages (text per 1-based page) and its chunks ``(page,
+        heading, text)``, all or nothing. Deduplicated by ``sha256``: a file already in the
+        vault is not stored twice. Returns the record and whether it was new."""
+        with self._tx() as db:
+            row = self._one(f"SELECT {self._DOC_COLUMNS} FROM documents WHERE sha256 = ?", [sha256])
+            if row is not None:
+                if original is not None and not row["has_original"]:
+                    db.execute(
+                        "UPDATE documents SET original = ? WHERE id = ?", [original, row["id"]]
+                    )
+                    row["has_original"] = 1
+                return self._document(row), False
+            doc_id = _new_id()
+            record = {
+                "id": doc_id,
+                "sha256": sha256,
+                "title": title,
+                "kind": kind,
+                "paged": int(paged),
+                "pages": len(pages),
+                "empty_pages": empty_pages,
+                "size": size,
+                "added": _ts(added),
+                "original": original,
+            }
+            db.table("documents").insert(record)
+            self.conn.executemany(
+                "INSERT INTO document_pages (document_id, page, text) VALUES (?, ?, ?)",
+                [(doc_id, i + 1, text) for i, text in enumerate(pages)],
+            )
+            self.conn.executemany(
+                "INSERT INTO document_chunks (document_id, page, n, heading, text)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (doc_id, page, n, heading, text)
+                    for n, (page, heading, text) in enumerate(chunks)
+                ],
+            )
+        record["has_original"] = original is not None
+        return self._document(record), True
+
+    def get_document(self, document_id: str) -> DocumentRecord:
+        with self.lock:
+            row = self._one(
+                f"SELECT {self._DOC_COLUMNS} FROM documents WHERE id = ?", [document_id]
+            )
+        if row is None:
+            raise NotFoundError(f"no document {document_id}")
+        return self._document(row)
+
+    def find_document(self, prefix: str) -> DocumentRecord:
+        """A document by id or unambiguous id prefix (at least 4 characters)."""
+        if len(prefix) < 4 or not re.fullmatch(r"[0-9a-f]+", prefix):
+            raise NotFoundError(f"no document {prefix} (give at least 4 characters of its id)")
+        with self.lock:
+            rows = self._all(
+                f"SELECT {self._DOC_COLUMNS} FROM documents WHERE id LIKE ? LIMIT 2",
+                [prefix + "%"],
+            )
+        if not rows:
+            raise NotFoundError(f"no document {prefix}")
+        if len(rows) > 1:
+            raise NotFoundError(f"document id {prefix} is ambiguous; give more characters")
+        return self._document(rows[0])
+
+    def document_by_sha256(self, sha256: str) -> DocumentRecord | None:
+        with self.lock:
+            row = self._one(f"SELECT {self._DOC_COLUMNS} FROM documents WHERE sha256 = ?", [sha256])
+        return self._document(row) if row else None
+
+    def list_documents(self) -> list[DocumentRecord]:
+        """Every document, newest first."""
+        with self.lock:
+            rows = self._all(f"SELECT {self._DOC_COLUMNS} FROM documents ORDER BY added DESC")
+        return [self._document(r) for r in rows]
+
+    def document_pages(
+        self, document_id: str, first: int = 1, last: int | None = None
+    ) -> list[DocumentPage]:
+        """The text of pages ``first``..``last`` (default: to the end) of a document."""
+        with self.lock:
+            rows = self._all(
+                "SELECT document_id, page, text FROM document_pages"
+                " WHERE document_id = ? AND page >= ? AND page <= ? ORDER BY page",
+                [document_id, first, last if last is not None else 1 << 30],
+            )
+        return [DocumentPage(**r) for r in rows]
+
+    def document_original(self, document_id: str) -> bytes | None:
+        """The original file's bytes, if the user kept them."""
+        with self.lock:
+            row = self._one("SELECT original FROM documents WHERE id = ?", [document_id])
+        if row is None:
+            raise NotFoundError(f"no document {document_id}")
+        return bytes(row["original"]) if row["original"] is not None else None
+
+    def document_sources(
+        self, document_ids: Sequence[str], terms: Sequence[str], limit: int = 3
+    ) -> list[DocumentChunk]:
+        """The chunks of some documents that best match any of ``terms`` (bm25, headings
+        weighted double)."""
+        words = [t.replace('"', '""') for t in terms if t.strip()]
+        if not words or not document_ids:
+            return []
+        query = " OR ".join(f'"{w}"' for w in words)
+        marks = ",".join("?" * len(document_ids))
+        with self.lock:
+            try:
+                rows = self._all(
+                    "SELECT c.document_id, c.page, c.n, c.heading, c.text, d.title, d.sha256,"
+                    " d.paged, bm25(document_chunks_fts, 2.0, 1.0) AS rank"
+                    " FROM document_chunks_fts JOIN document_chunks c"
+                    " ON c.id = document_chunks_fts.rowid JOIN documents d ON d.id = c.document_id"
+                    f" WHERE document_chunks_fts MATCH ? AND c.document_id IN ({marks})"
+                    " ORDER BY rank LIMIT ?",
+                    [query, *document_ids, limit],
+                )
+            except self._db_error as exc:
+                raise StoreError(f"document search failed: {exc}") from exc
+        return [DocumentChunk(**{**r, "paged": bool(r["paged"])}) for r in rows]
+
+    def document_chunks(self, document_id: str) -> list[DocumentChunk]:
+        """Every chunk of a document, in order."""
+        with self.lock:
+            rows = self._all(
+                "SELECT c.document_id, c.page, c.n, c.heading, c.text, d.title, d.sha256, d.paged"
+                " FROM document_chunks c JOIN documents d ON d.id = c.document_id"
+                " WHERE c.document_id = ? ORDER BY c.n",
+                [document_id],
+            )
+        return [DocumentChunk(**{**r, "paged": bool(r["paged"])}) for r in rows]
+
+    def search_documents(
+        self, query: str, *, document_ids: Sequence[str] | None = None, limit: int = 20
+    ) -> list[DocumentHit]:
+        """Ranked full-text search over every document (or some), every word must match;
+        snippets mark matches with ``[`` and ``]``. The query is never stored."""
+        match = fts_query(query)
+        if not match:
+            return []
+        where = ""
+        params: list[Any] = [match]
+        if document_ids is not None:
+            where = f" AND c.document_id IN ({','.join('?' * len(document_ids))})"
+            params += list(document_ids)
+        # Rank inside the FTS query first (cheap), snippets for the kept hits only.
+        sql = (
+            "WITH hits AS MATERIALIZED (SELECT rowid AS rid, bm25(document_chunks_fts, 2.0, 1.0)"
+            " AS score FROM document_chunks_fts WHERE document_chunks_fts MATCH ?"
+            + ("" if where else " ORDER BY score LIMIT ?")
+            + ") SELECT c.id AS rid, c.document_id, c.page, c.heading, d.title, d.paged,"
+            " hits.score AS rank FROM hits JOIN document_chunks c ON c.id = hits.rid"
+            " JOIN documents d ON d.id = c.document_id"
+            f" WHERE 1{where} ORDER BY hits.score LIMIT ?"
+        )
+        if not where:
+            params.append(limit)
+        params.append(limit)
+        with self.lock:
+            try:
+                rows = self._all(sql, params)
+                snippets: dict[int, str] = {}
+                if rows:
+                    rids = [r["rid"] for r in rows]
+                    for rid, snip in self.conn.execute(
+                        "SELECT rowid, snippet(document_chunks_fts, 1, '[', ']', '…', 14)"
+                        " FROM document_chunks_fts WHERE document_chunks_fts MATCH ?"
+                        f" AND rowid IN ({','.join('?' * len(rids))})",
+                        [match, *rids],
+                    ):
+                        snippets[rid] = snip
+            except self._db_error as exc:
+                raise StoreError(f"search failed: {exc}") from exc
+        return [
+            DocumentHit(
+                document_id=r["document_id"],
+                title=r["title"],
+                page=r["page"],
+                paged=bool(r["paged"]),
+                heading=r["heading"],
+                snippet=snippets.get(r["rid"], ""),
+                rank=r["rank"],
+            )
+            for r in rows
+        ]
+
+    def remove_document(self, document_id: str) -> None:
+        """Really delete a document: its row and original, pages, chunks, index entries
+        (secure-delete), attachments, and the WAL's copies of them."""
+        with self._tx() as db:
+            db.execute("DELETE FROM document_chunks WHERE document_id = ?", [document_id])
+            db.execute("DELETE FROM document_pages WHERE document_id = ?", [document_id])
+            db.execute("DELETE FROM conversation_documents WHERE document_id = ?", [document_id])
+            cur = db.execute("DELETE FROM documents WHERE id = ?", [document_id])
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no document {document_id}")
+        self.purge()
+
+    def attach_document(self, conversation_id: str, document_id: str) -> None:
+        """Attach a document to a conversation (its turns are grounded on it)."""
+        with self._tx() as db:
+            if self._one("SELECT id FROM documents WHERE id = ?", [document_id]) is None:
+                raise NotFoundError(f"no document {document_id}")
+            if self._one("SELECT id FROM conversations WHERE id = ?", [conversation_id]) is None:
+                raise NotFoundError(f"no conversation {conversation_id}")
+            db.execute(
+                "INSERT OR IGNORE INTO conversation_documents (conversation_id, document_id,"
+                " added) VALUES (?, ?, ?)",
+                [conversation_id, document_id, _ts()],
+            )
+
+    def detach_document(self, conversation_id: str, document_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM conversation_documents WHERE conversation_id = ? AND document_id = ?",
+                [conversation_id, document_id],
+            )
+
+    def conversation_documents(self, conversation_id: str) -> list[DocumentRecord]:
+        """The documents attached to a conversation, in the order they were attached."""
+        with self.lock:
+            rows = self._all(
+                f"SELECT {', '.join('d.' + c.strip() for c in self._DOC_COLUMNS.split(','))}"
+                " FROM conversation_documents l JOIN documents d ON d.id = l.document_id"
+                " WHERE l.conversation_id = ? ORDER BY l.added, d.id",
+                [conversation_id],
+            )
+        return [self._document(r) for r in rows]
 
     # -- settings -------------------------------------------------------------
 

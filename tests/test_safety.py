@@ -216,7 +216,7 @@ def test_wrong_maximum_dose_gets_a_correction_naming_the_limit_and_source() -> N
     documented 4 g and its source (before: only the generic dose caution)."""
     pack = packs.builtin("medical")
     notices = turn.check_answer(
-        pack, "The maximum for an adult is 12 grams.", "I took 40 paracetamol tablets"
+        pack, "The maximum for an adult is 12 grams.", question="I took 40 paracetamol tablets"
     )
     (fix,) = [n for n in notices if n.rule == "dose-check:paracetamol"]
     assert fix.stage == "output" and fix.action == "caution"

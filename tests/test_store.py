@@ -29,7 +29,13 @@ def test_migrate_blank_database() -> None:
     assert {"conversations", "messages", "packs", "settings", "meta"} <= names
     assert {"messages_fts", "conversations_fts", "pack_chunks", "pack_chunks_fts"} <= names
     applied = [m.name for m in migrations.migrations.applied(db)]
-    assert applied == ["m001_initial", "m002_pack_chunks", "m003_audit", "m005_kv_states"]
+    assert applied == [
+        "m001_initial",
+        "m002_pack_chunks",
+        "m003_audit",
+        "m004_documents",
+        "m005_kv_states",
+    ]
     assert "audit" in names
     migrations.apply(db)
     assert [m.name for m in migrations.migrations.applied(db)] == applied

@@ -27,7 +27,7 @@ from bastion.app.pack_library import InstalledPack
 from bastion.app.session import ChatSession, PendingTurn
 from bastion.models.discovery import ModelInfo
 from bastion.models.engine import TurnStats
-from bastion.storage.schema import Conversation, Message, SearchHit
+from bastion.storage.schema import Conversation, Message, SearchHit, SourceRef
 from bastion.tui.conversations import ConversationList
 from bastion.tui.dialogs import (
     ConfirmScreen,
@@ -43,6 +43,13 @@ from bastion.tui.dialogs import (
     SettingsScreen,
     TemplateFilled,
     TemplateScreen,
+)
+from bastion.tui.documents import (
+    AttachmentsBar,
+    AttachScreen,
+    LibraryScreen,
+    SourcesScreen,
+    open_source,
 )
 from bastion.tui.thread import BranchMarks, ThreadView
 from bastion.tui.widgets import Banner, Composer, MessageBox, StatusBar
@@ -105,6 +112,9 @@ class ChatScreen(Screen[None]):
             id="chat.import",
             tooltip="Import conversations from an encrypted export",
         ),
+        # F9/F10: the composer (a TextArea) takes F6/F7 for selecting.
+        Binding("f9", "attach", "Attach", id="chat.attach", tooltip="Attach a document"),
+        Binding("f10", "library", "Library", id="chat.library", tooltip="Your documents"),
     ]
 
     # -- what workers report ----------------------------------------------------------------
@@ -227,12 +237,14 @@ class ChatScreen(Screen[None]):
             with Vertical(id="main"):
                 yield Banner("", id="banner")
                 yield ThreadView(id="messages")
+                yield AttachmentsBar(id="attachments")
                 yield Composer(id="composer", soft_wrap=True, show_line_numbers=False)
         yield StatusBar(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(Banner).display = False
+        self.query_one(AttachmentsBar).display = False
         self.query_one(Composer).focus()
         self._poll_guard()
         self.set_interval(1.0, self._poll_guard)
@@ -298,6 +310,7 @@ class ChatScreen(Screen[None]):
         )
         await self.thread_view.show(thread, marks, scroll_to)
         self._update_banner()
+        self.query_one(AttachmentsBar).show(self.session.documents)
 
     def _update_banner(self) -> None:
         banner = self.query_one(Banner)
@@ -345,8 +358,8 @@ class ChatScreen(Screen[None]):
 
     @on(Composer.DraftPaused)
     def _draft_paused(self, event: Composer.DraftPaused) -> None:
-        """In a pack conversation, prepare the sources for the draft once typing pauses."""
-        if self.session.pack is not None and not self.generating:
+        """With a pack or documents, prepare the sources for the draft once typing pauses."""
+        if (self.session.pack is not None or self.session.documents) and not self.generating:
             self._prefetch(event.text)
 
     @work(thread=True, group="prefetch", exclusive=True, exit_on_error=False)
@@ -454,6 +467,10 @@ class ChatScreen(Screen[None]):
                 shown = now
                 self.post_message(self.PromptRead(done, total))
 
+        def reading(done: int, total: int) -> None:  # a long document, part by part
+            self.app.call_from_thread(self._document_progress, done, total)
+
+        turn.progress = reading
         try:
             gen = self.session.generate(turn, progress)
         except Exception as exc:  # context overflow, model errors: one line for the user
@@ -761,6 +778,54 @@ class ChatScreen(Screen[None]):
             )
         elif event.action == "branch":
             self._switch_branch(msg.id, event.step)
+        elif event.action == "sources":
+            self._open_sources(msg)
+
+    # -- documents (tui/documents.py) ---------------------------------------------------------
+
+    def action_attach(self) -> None:
+        if not self.generating:
+            self.app.push_screen(AttachScreen(), self._attach_chosen)
+
+    def _attach_chosen(self, path: str | None) -> None:
+        if path:
+            self.query_one(StatusBar).state = "reading the document…"
+            self._attach_document(path)
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _attach_document(self, ref: str) -> None:
+        try:
+            doc = self.session.attach(ref)
+        except Exception as exc:  # unreadable, hostile, too large: one line
+            self.app.call_from_thread(self.notify, escape(str(exc)), severity="error")
+        else:
+            self.app.call_from_thread(self.notify, f"Attached {escape(doc.title)}.")
+        self.post_message(self._loaded())
+        self.app.call_from_thread(setattr, self.query_one(StatusBar), "state", "")
+
+    def _document_progress(self, done: int, total: int) -> None:
+        state = f"reading the document: part {min(done + 1, total)} of {total} (Esc stops)"
+        self.query_one(StatusBar).state = state
+
+    def action_library(self) -> None:
+        def closed(_: None) -> None:
+            self.refresh_all()
+
+        self.app.push_screen(LibraryScreen(self.session), closed)
+
+    def _open_sources(self, msg: Message) -> None:
+        sources = [s for s in msg.meta.sources if s.document_id]
+        if not sources:
+            self.notify("This message cites no document.")
+        elif len(sources) == 1:
+            open_source(self, self.session, sources[0])
+        else:
+
+            def chosen(source: SourceRef | None) -> None:
+                if source is not None:
+                    open_source(self, self.session, source)
+
+            self.app.push_screen(SourcesScreen(sources), chosen)
 
     def _clear_clipboard(self) -> None:
         self.app.copy_to_clipboard("")

@@ -33,6 +33,7 @@ class MessageBox(Vertical, can_focus=True):
         Binding("d", "delete", "Delete", id="message.delete", tooltip="Delete this message"),
         Binding("[", "branch(-1)", "◀ branch", id="message.prev", tooltip="Previous alternative"),
         Binding("]", "branch(1)", "branch ▶", id="message.next", tooltip="Next alternative"),
+        Binding("o", "sources", "Open page", id="message.sources", tooltip="Open a cited page"),
     ]
 
     class ActionRequested(TMessage):
@@ -91,7 +92,7 @@ class MessageBox(Vertical, can_focus=True):
         for n in notes:
             if n.action == "respond" and meta is not None and meta.fixed_response:
                 continue  # the message itself is the fixed response
-            mark = "⚠" if n.stage == "output" else "ℹ"
+            mark = {"output": "⚠", "citations": "⚑"}.get(n.stage, "ℹ")
             lines.append(f"{mark} {escape(n.message)}")
         return "\n".join(lines)
 
@@ -154,6 +155,9 @@ class MessageBox(Vertical, can_focus=True):
 
     def action_copy(self) -> None:
         self.post_message(self.ActionRequested(self, "copy"))
+
+    def action_sources(self) -> None:
+        self.post_message(self.ActionRequested(self, "sources"))
 
     def action_edit(self) -> None:
         self.post_message(self.ActionRequested(self, "edit"))

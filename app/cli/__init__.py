@@ -8,6 +8,7 @@
 - :mod:`~bastion.app.cli.transfer`: ``keys``, ``export``, ``verify``, ``import``, ``backup``,
   ``restore``
 - :mod:`~bastion.app.cli.packs`: ``packs ...``
+- :mod:`~bastion.app.cli.docs`: ``docs ...`` (and ``ask --doc``, in ``chat``)
 
 Every failure the user can cause (no model, wrong passphrase, bad option...) ends as one
 line on stderr and exit code 1 (2 for usage errors); never a traceback. Diagnostics name
@@ -27,8 +28,9 @@ from typing import NoReturn
 
 from bastion import __version__
 from bastion.app import paths, terminal
-from bastion.app.cli import chat, history, packs, transfer, vault, vaults
+from bastion.app.cli import chat, docs, history, packs, transfer, vault, vaults
 from bastion.app.cli.common import EXIT_ERROR, EXIT_USAGE, Parser, UsageError, printable
+from bastion.app.documents import DocumentError
 from bastion.app.packs import PackError, TemplateError
 from bastion.app.paths import VaultNameError
 from bastion.app.secrets_input import PassphraseError
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "see `bastion vaults list`",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for family in (chat, vault, vaults, history, transfer, packs):
+    for family in (chat, vault, vaults, history, transfer, packs, docs):
         family.add_parsers(sub)
     return parser
 
@@ -75,6 +77,7 @@ _USER_ERRORS: tuple[type[Exception], ...] = (
     ExportError,
     PackError,
     TemplateError,
+    DocumentError,
     OSError,
 )
 

@@ -19,6 +19,7 @@ from bastion.app.cli.common import (
     open_vault,
     printable,
 )
+from bastion.app.documents import library
 from bastion.app.packs import Pack
 from bastion.app.session import ChatSession, PackContextError
 from bastion.models import memory
@@ -228,9 +229,25 @@ def _question(args: argparse.Namespace, pack: Pack | None) -> tuple[str, str | N
 def _session(args: argparse.Namespace, stack: contextlib.ExitStack) -> ChatSession:
     """The session the answer goes through: on the vault when saving or continuing (or for a
     pack, if a vault exists, for imported packs), else in memory only (nothing written)."""
-    if args.save or args.cont or (args.pack and paths.vault_exists()):
+    wants_vault = args.pack or args.doc
+    if args.save or args.cont or (wants_vault and paths.vault_exists()):
         return ChatSession.over(stack.enter_context(open_vault(args)))
     return ChatSession.ephemeral()
+
+
+def _attach(session: ChatSession, refs: list[str]) -> None:
+    """``--doc ID|FILE``: a library document, or a file (added to the library first; with no
+    vault, read into this process's memory only)."""
+    for ref in refs:
+        if not paths.vault_exists() and not library.looks_like_path(ref):
+            raise UsageError(f"bastion ask: --doc {ref}: no vault to find a document id in")
+        doc = session.attach(ref)
+        print(f"bastion: using {printable(doc.title)} ({doc.id[:12]})", file=sys.stderr)
+
+
+def _progress(done: int, total: int) -> None:
+    if done < total:
+        print(f"bastion: reading the document, part {done + 1} of {total}", file=sys.stderr)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -250,9 +267,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 session.pack = pack_library.get(session.store, pack_id).pack
         else:
             session.new_conversation(incognito=not saving, pack_id=args.pack)
+        _attach(session, args.doc or [])
         question, lookup = _question(args, session.pack)
         session.sampling_override = _sampling(args, session.sampling())
         pending = session.send(question, lookup)
+        pending.progress = _progress
         for notice in pending.notices:
             if notice.action == "caution":
                 print(f"[caution] {printable(notice.message, keep_newlines=True)}\n")
@@ -281,6 +300,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
         for notice in answer.meta.safety:
             if notice.stage == "output":
                 print(f"\n[caution] {printable(notice.message, keep_newlines=True)}")
+        for notice in answer.meta.safety:
+            if notice.stage == "citations":
+                print(f"[check] {printable(notice.message)}")
         sys.stdout.flush()
         if pending.response is None:
             if args.stats:
@@ -316,6 +338,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--system", metavar="TEXT", help="system prompt")
     p.add_argument("--pack", metavar="ID", help="answer with a domain pack (see `packs list`)")
     p.add_argument("--template", metavar="ID", help="use a template of the pack")
+    p.add_argument(
+        "--doc",
+        action="append",
+        metavar="ID|FILE",
+        help="answer from a document (library id, or a file, added first); repeatable",
+    )
     p.add_argument("--var", action="append", metavar="NAME=VALUE", help="a template variable")
     p.add_argument("--max-tokens", type=int, metavar="N")
     p.add_argument("--temperature", type=float, metavar="T")
