@@ -8,6 +8,16 @@ from bastion.app.cli import main
 from bastion.app.secrets_input import PassphraseError, check_strength, strength
 
 
+@pytest.fixture(autouse=True)
+def _environment_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests run several CLI commands in one process, each reading the passphrase from
+    the environment; a real command runs once per process and removes it (tested in
+    test_hostile.py), so the removal is left out here."""
+    from bastion.app import secrets_input
+
+    monkeypatch.setattr(secrets_input, "scrub_environment", lambda name: None)
+
+
 def test_repeated_words_are_not_strong() -> None:
     """The issue's example scored "strong" with the old heuristic; zxcvbn sees the repeat."""
     verdict = strength("passwordpasswordpassword1234")

@@ -16,6 +16,17 @@ from bastion.storage import crypto, recovery_key
 from bastion.storage.vault import RecoveryKeyError, UnlockError, Vault, VaultError
 from tests.conftest import FAST_KDF, bastion_cmd, cli_env
 
+
+@pytest.fixture(autouse=True)
+def _environment_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests run several CLI commands in one process, each reading the passphrase from
+    the environment; a real command runs once per process and removes it (tested in
+    test_hostile.py), so the removal is left out here."""
+    from bastion.app import secrets_input
+
+    monkeypatch.setattr(secrets_input, "scrub_environment", lambda name: None)
+
+
 PW = "correct horse battery staple"
 NEW_PW = "violet tractor anthem pebble"
 DATA = Path(__file__).parent / "data"

@@ -14,6 +14,17 @@ from bastion.app.session import ChatSession
 from bastion.storage.vault import Vault
 from tests.conftest import FAST_KDF
 
+
+@pytest.fixture(autouse=True)
+def _environment_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests run several CLI commands in one process, each reading the passphrase from
+    the environment; a real command runs once per process and removes it (tested in
+    test_hostile.py), so the removal is left out here."""
+    from bastion.app import secrets_input
+
+    monkeypatch.setattr(secrets_input, "scrub_environment", lambda name: None)
+
+
 FAST = ["--kdf-memory-mib", "8", "--kdf-passes", "1"]
 PW_A = "amber falcon river cello"
 PW_B = "granite lotus whistle bay"
