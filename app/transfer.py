@@ -301,7 +301,16 @@ def build_export(
     return doc, redaction
 
 
-def render(doc: dict[str, Any], form: str) -> bytes:
+Document = dict[str, Any] | fmt.ExportedDocument
+"""An export document: as parsed (typed, with the exact JSON in ``.raw``) or as built."""
+
+
+def _raw(doc: Document) -> dict[str, Any]:
+    return doc.raw if isinstance(doc, fmt.ExportedDocument) else doc
+
+
+def render(doc: Document, form: str) -> bytes:
+    doc = _raw(doc)
     if form == "json":
         import json
 
@@ -383,7 +392,7 @@ def verify(plaintext: bytes, store: Store | None = None) -> Verification:
     Raises:
         ExportError: not a well-formed Bastion document.
     """
-    doc = fmt.parse_document(plaintext)
+    doc = fmt.parse_document(plaintext).raw
     convs = doc.get("conversations", [])
     body_altered, body_id = fmt.body_mismatch(plaintext, doc)
     result = Verification(
@@ -423,12 +432,13 @@ def import_verified(store: Store, plaintext: bytes) -> ImportResult:
     return ImportResult(ids, result)
 
 
-def import_conversations(store: Store, doc: dict[str, Any]) -> list[str]:
+def import_conversations(store: Store, doc: Document) -> list[str]:
     """Add the document's conversations as new ones (never overwriting), marked imported.
 
     Raises:
         ExportError: the document's hash chain is broken (altered content is not imported).
     """
+    doc = _raw(doc)
     reports = [fmt.verify_chain(c) for c in doc.get("conversations", [])]
     broken = [r for r in reports if not r.intact]
     if broken:
@@ -602,7 +612,7 @@ def backup_keys(store: Store, doc: dict[str, Any]) -> dict[str, str]:
 
 def restore_backup(
     store: Store,
-    doc: dict[str, Any],
+    doc: Document,
     confirm_keys: Callable[[dict[str, str]], bool] | None = None,
 ) -> int:
     """Restore a backup into an empty vault; returns the number of conversations.
@@ -620,6 +630,7 @@ def restore_backup(
     Raises:
         ExportError: not a backup, the vault is not empty, or the content was altered.
     """
+    doc = _raw(doc)
     if doc.get("format") != fmt.BACKUP_FORMAT:
         raise fmt.ExportError("not a Bastion backup (use `bastion import` for transcripts)")
     if (

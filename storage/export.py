@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pyrage
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from bastion.storage import crypto
 from bastion.storage.files import UnsafeFileError, atomic_write, read_regular
@@ -388,10 +388,22 @@ class ExportedDocument(_Strict):
     conversations: list[ExportedConversation] = Field(default_factory=list)
     packs: list[ExportedPack] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The document exactly as it was read: what its hash chains and signature cover
+        (checked byte for byte, so they are computed on this, not on a re-serialisation)."""
+        return self._raw
 
 
-def parse_document(plaintext: bytes) -> dict[str, Any]:
-    """The JSON document inside a decrypted export (Markdown with appendix, or JSON)."""
+def parse_document(plaintext: bytes) -> ExportedDocument:
+    """The JSON document inside a decrypted export (Markdown with appendix, or JSON),
+    validated (bounded depth and sizes, strict types).
+
+    Raises:
+        ExportError: not a Bastion export, an unsupported version, or malformed.
+    """
     try:
         text = plaintext.decode("utf-8")
     except UnicodeDecodeError:
@@ -408,12 +420,13 @@ def parse_document(plaintext: bytes) -> dict[str, Any]:
         shown = version if type(version) is int and abs(version) < 10**6 else "?"
         raise MalformedExportError(f"export format version {shown} is not supported")
     try:
-        ExportedDocument.model_validate(doc)
+        model = ExportedDocument.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise MalformedExportError(f"malformed export: {where}: {first['msg']}") from None
-    return doc
+    model._raw = doc
+    return model
 
 
 # -- signatures ------------------------------------------------------------------------

@@ -70,7 +70,9 @@ def test_markdown_readable_and_metadata() -> None:
     md = fmt.render_markdown(doc)
     assert md.startswith("# Bastion transcript")
     assert "### user" in md and "Model: SmolLM2 (SHA-256 " + "ab" * 32 + ")" in md
-    conv = fmt.parse_document(md.encode())["conversations"][0]
+    parsed = fmt.parse_document(md.encode())
+    assert parsed.conversations[0].id == doc["conversations"][0]["id"]
+    conv = parsed.raw["conversations"][0]
     assert len(conv["chain_head"]) == 64 and conv["messages"][1]["chain"] == conv["chain_head"]
 
 

@@ -211,7 +211,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     data, header = read_export(args)
     with open_vault(args) as vault:
         doc = export_fmt.parse_document(decrypt_file(args, vault, data, header))
-        n = transfer.restore_backup(vault.store, doc, _confirm_keys(args))
+        n = transfer.restore_backup(vault.store, doc.raw, _confirm_keys(args))
         ids = [c.id for c in vault.store.list_conversations()]
         transfer.record_import(vault.store, "restore", data, ids, header)
     print(f"bastion: restored {n} conversation(s)", file=sys.stderr)
