@@ -26,11 +26,12 @@ def store() -> Store:
 
 
 def test_m004_from_blank_and_from_the_golden_v1_vault(tmp_path: Path) -> None:
-    """m004_documents applies after the others on a blank database and on the v1 vault."""
+    """m004_documents applies in order (after m003, before m005) on a blank database and on
+    the v1 vault."""
     db = Database(sqlcipher3.connect(":memory:", isolation_level=None))
     migrations.apply(db)
     names = [m.name for m in migrations.migrations.applied(db)]
-    assert names[-1] == "m004_documents" and names.index("m004_documents") == len(names) - 1
+    assert names.index("m003_audit") < names.index("m004_documents") < names.index("m005_kv_states")
     assert {"documents", "document_pages", "document_chunks", "document_chunks_fts"} <= set(
         db.table_names()
     )
