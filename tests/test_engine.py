@@ -219,6 +219,8 @@ def test_prefill_ahead_changes_nothing_but_the_work(engine: Engine) -> None:
     engine.clear_cache()
     cold = engine.chat(full, GREEDY)
     cold_text = cold.text()
+    # Nothing kept (the engine would otherwise restore the cold conversation's own state).
+    engine.clear_cache()
     engine.chat([user("Something unrelated")], GREEDY).text()
     ahead = engine.prefill([system, user(sources)])
     assert ahead > 20
