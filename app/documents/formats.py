@@ -610,6 +610,8 @@ def read_eml(data: bytes) -> ParsedDocument:
         except Exception:
             part = None
         if part is not None:
+            # get_body() is typed as returning a Message; with the default (EmailMessage)
+            # policy used to parse, it is an EmailMessage.
             bodies.append(part)  # type: ignore[arg-type]
             break
     # Further text parts (not attachments) besides the main body.
