@@ -28,7 +28,7 @@ from bastion.storage.schema import Message, MessageMeta
 from bastion.storage.vault import Vault
 from tests.conftest import bastion_cmd, cli_env, make_gguf
 
-FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1")
+FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1", "--weak-passphrase")
 
 # What an attacker writes: OSC title/clipboard, screen clear, a forged "verified" line over
 # the real one, 8-bit CSI/OSC, bidi overrides, DEL, NUL, backspaces, Textual markup.
@@ -611,7 +611,7 @@ def test_rekey_locks_out_old_header_and_passphrase(tmp_path: Path) -> None:
     without --rekey (the old behaviour) it would."""
     _seed()
     old_header = (vault_dir() / "vault.hdr").read_bytes()
-    code, _, err = cli("passwd", "--rekey", BASTION_NEW_PASSPHRASE="new pw")
+    code, _, err = cli("passwd", "--rekey", "--weak-passphrase", BASTION_NEW_PASSPHRASE="new pw")
     assert code == 0, err
     with Vault.open(vault_dir(), "new pw") as v:
         v.store.create_conversation("after the change")

@@ -19,7 +19,7 @@ mount -t tmpfs -o size=4m tmpfs "$M"
 export BASTION_DATA_DIR="$M/data" BASTION_CONFIG_DIR="$M/config" BASTION_CACHE_DIR="$M/cache"
 export HOME="$M"
 step() { echo "== $1"; shift; BASTION_PASSPHRASE=pw "$B" "$@" 2>&1; echo "rc=$?"; }
-step init init --kdf-memory-mib 8 --kdf-passes 1
+step init init --kdf-memory-mib 8 --kdf-passes 1 --weak-passphrase
 "$PY" -c "
 from pathlib import Path
 from bastion.storage.vault import Vault
