@@ -210,10 +210,9 @@ def load(path: Path) -> Pack:
         # Regular files only (a FIFO or a symlink to /dev/zero is refused without blocking),
         # the size counted on the bytes read.
         raw = read_regular(path, MAX_PACK_BYTES)
-    except UnsafeFileError as exc:
-        raise PackError(
-            [str(exc).replace(f"{MAX_PACK_BYTES} bytes", f"{MAX_PACK_BYTES // 1000} KB")]
-        ) from None
+    except UnsafeFileError as exc:  # "FILE: what is wrong", like every other pack problem
+        text = str(exc).replace(f"{MAX_PACK_BYTES} bytes", f"{MAX_PACK_BYTES // 1000} KB")
+        raise PackError([text.removeprefix("refusing to read ")]) from None
     except FileNotFoundError:
         raise PackError([f"{path}: no such pack file"]) from None
     except IsADirectoryError:
