@@ -180,7 +180,7 @@ async def cancel_during_prefill() -> tuple[float, int, int]:
     and the status says stopped; and how far the prompt got (evaluated, total)."""
     app = BastionApp()
     recorder = Recorder()
-    words = " ".join(f"item{i} blue" for i in range(1250))
+    words = " ".join(f"item{i} blue" for i in range(600))  # about 3,000 tokens
     async with app.run_test(size=(120, 40), message_hook=recorder) as pilot:
         await _unlock(pilot, app)
         await _new_plain_conversation(pilot)

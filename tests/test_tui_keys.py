@@ -141,11 +141,11 @@ async def test_status_says_loading_reading_writing_and_stopped(
         app = BastionApp()
         async with app.run_test(size=SIZE) as pilot:
             await unlock(pilot, app)
-            long = "Summarise this list: " + " ".join(f"item{i} blue" for i in range(500))
+            long = "Summarise this list: " + " ".join(f"item{i} blue" for i in range(150))
             await pilot.click("#composer")
             app.screen.query_one(Composer).text = long
             await pilot.press("enter")
-            for _ in range(400):
+            for _ in range(1200):
                 await pilot.pause(0.05)
                 if any(s.startswith("writing") and "tok/s" in s for s in seen):
                     break
@@ -167,7 +167,8 @@ async def test_escape_during_a_long_prefill_stops_it(vault_with_settings: Path) 
         await unlock(pilot, app)
         screen = app.screen
         assert isinstance(screen, ChatScreen)
-        long = "Summarise this list: " + " ".join(f"item{i} blue" for i in range(900))
+        # About 3,000 tokens: several batches to read.
+        long = "Summarise this list: " + " ".join(f"item{i} blue" for i in range(600))
         await pilot.click("#composer")
         screen.query_one(Composer).text = long
         await pilot.press("enter")
