@@ -53,14 +53,14 @@ def test_guard_blocks_and_counts() -> None:
 def test_cli_installs_guard_first() -> None:
     """The console script installs the guard before importing the rest of Bastion."""
     code = (
-        "import sys; from tui import launch; from app import offline; "
+        "import sys; from bastion.tui import launch; from bastion.app import offline; "
         "sys.argv=['bastion','--version']; "
         "import contextlib, io\n"
         "try:\n    launch.main()\nexcept SystemExit:\n    pass\n"
         "print(offline.installed())"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=60
     )
     assert proc.stdout.strip().splitlines()[-1] == "True", proc.stderr
 
