@@ -69,6 +69,9 @@ def _parts(
                 continue
             cost = count(text)
             while cost > budget:  # one page larger than a part: cut it
+                if current is not None:  # the pages before it come first
+                    parts.append(current)
+                    current, used = None, 0
                 cut = len(text) * budget // cost
                 head, text = text[:cut], text[cut:]
                 parts.append(Part(doc, page.page, page.page, head))
