@@ -222,7 +222,7 @@ class BastionApp(App[None]):
         """Deliver the held keys, in order, to whatever has focus then (on ``screen``, once it
         is shown, if given)."""
         self._holding = False
-        self._release_to = screen
+        self._release_to = screen if self._held_keys else None
         self._release_soon()
 
     def _release_soon(self) -> None:
@@ -237,6 +237,8 @@ class BastionApp(App[None]):
             if await self._resolve_key(event):
                 continue
             await super().on_event(event)
+        if not self._held_keys:
+            self._release_to = None
 
     # -- help and commands ----------------------------------------------------
 
