@@ -337,7 +337,7 @@ def test_models_add_links_a_checked_file(zoo: Path, tmp_path: Path) -> None:
     assert "phi3" in row and " MB" in row
 
 
-FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1")
+FAST = ("--kdf-memory-mib", "8", "--kdf-passes", "1", "--weak-passphrase")
 
 
 def test_continue_uses_the_conversation_model_or_says_it_is_missing(
@@ -363,7 +363,7 @@ def test_continue_uses_the_conversation_model_or_says_it_is_missing(
     assert shown.returncode == 0, shown.stderr
     answers = [m for m in json.loads(shown.stdout)["messages"] if m["role"] == "assistant"]
     assert [m["content"] for m in answers] == ["Hello from the model."] * 2
-    assert all(m["meta"]["reasoning"] == "Let me think" for m in answers)
+    assert all(m["stats"]["reasoning"] == "Let me think" for m in answers)
     (folder / "qwen3.gguf").unlink()
     gone = run_cli(tmp_path, "ask", "--continue", conv, "more", **pw)
     assert gone.returncode != 0
