@@ -88,12 +88,17 @@ class Recorder:
     def __init__(self) -> None:
         self.event: asyncio.Event | None = None
         self.updates: list[float] = []
+        self.failure = ""
 
     def __call__(self, message: object) -> None:
         if isinstance(message, ChatScreen.Streamed):
             self.updates.append(time.perf_counter())
         elif isinstance(message, ChatScreen.GenerationFinished) and self.event is not None:
             self.event.set()
+        elif isinstance(message, ChatScreen.GenerationFailed):
+            self.failure = message.reason
+            if self.event is not None:
+                self.event.set()
 
     def updates_per_s(self) -> float:
         """Visible updates per second while the answer was written (first to last)."""
@@ -116,6 +121,8 @@ async def _send_and_wait(pilot, app, text: str, recorder: Recorder) -> float:
     t0 = time.perf_counter()
     await pilot.press("enter")
     await recorder.event.wait()
+    if recorder.failure:
+        raise SystemExit(f"bench: the answer failed: {recorder.failure}")
     while screen.generating:
         await asyncio.sleep(0.02)
     return time.perf_counter() - t0
@@ -248,6 +255,7 @@ def main() -> None:
                 },
             )
         absorbed, worst_fake = asyncio.run(ui_absorb(folder, 5000))
+        _progress(f"fake engine: {absorbed:.0f} tok/s absorbed")
         app_rates: list[float] = []
         app_gens: list[int] = []
         update_rates: list[float] = []
@@ -264,10 +272,17 @@ def main() -> None:
             ]
             for run in pair if i % 2 == 0 else reversed(pair):
                 run()
+            _progress(
+                f"round {i + 1}/{ROUNDS}: app {app_rates[-1]:.1f}, cli {cli_rates[-1]:.1f} tok/s"
+            )
         clocked: list[float] = []
         for _ in range(3):
             asyncio.run(app_decode(clocked, [], [], gaps, clock_on=True))
-        cancels = [asyncio.run(cancel_during_prefill()) for _ in range(3)]
+            _progress(f"frame clock round: worst gap {gaps[-1] * 1000:.0f} ms")
+        cancels = []
+        for _ in range(3):
+            cancels.append(asyncio.run(cancel_during_prefill()))
+            _progress(f"cancel during prefill: {cancels[-1][0]:.0f} ms")
     med = statistics.median
     model_rate = med(cli_rates)
     pairs = [a / c for a, c in zip(app_rates, cli_rates, strict=True)]
@@ -308,6 +323,11 @@ def main() -> None:
         f"   pair-ratio median {result['app_over_cli_ratio']}"
     )
     print(json.dumps(result))
+
+
+def _progress(line: str) -> None:
+    """Progress on stderr, so a long run shows where it is (the result is on stdout)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _cli(env: dict[str, str], rates: list[float]) -> int:

@@ -7,7 +7,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from bastion.models.engine import ChatMessage, Generation, StopReason, TurnStats
+from bastion.models.engine import (
+    ChatMessage,
+    Generation,
+    PrefillProgress,
+    StopReason,
+    TurnStats,
+)
 from bastion.models.settings import SamplingSettings
 
 
@@ -28,8 +34,11 @@ class FakeEngine:
         *,
         cancel: threading.Event | None = None,
         stop: Sequence[str] = (),
+        progress: PrefillProgress | None = None,
     ) -> Generation:
         stats = TurnStats(prompt_tokens=10 * len(messages), context_size=self.n_ctx)
+        if progress is not None:
+            progress(stats.prompt_tokens, stats.prompt_tokens)
         gen = Generation(iter(()), stats)
         gen._pieces = self._run(stats, cancel)
         return gen
