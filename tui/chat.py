@@ -54,11 +54,13 @@ from bastion.tui.documents import (
 from bastion.tui.thread import BranchMarks, ThreadView
 from bastion.tui.widgets import Banner, Composer, MessageBox, StatusBar
 
-# How often streamed text is handed to the UI: about 22 times a second (the first text at
-# once). Per-token UI updates halved generation speed on 2 cores, since the UI thread's CPU
-# time is taken from llama.cpp's threads; the thread view keeps each update cheap (see
-# ThreadView.write), so that this rate costs the model little.
-STREAM_INTERVAL_S = 0.045
+# How often streamed text is handed to the UI: at least 20 times a second while the model
+# writes (the first text at once). A batch is sent with the first token that arrives once the
+# interval has passed, so the interval is kept below 50 ms by about a token's time. The UI
+# thread's CPU time is taken from llama.cpp's threads, so each update must stay cheap (see
+# ThreadView.write); bench/ui.py measures both.
+STREAM_INTERVAL_S = 0.035
+STATUS_INTERVAL_S = 1.0
 
 
 class ChatScreen(Screen[None]):
@@ -161,7 +163,9 @@ class ChatScreen(Screen[None]):
 
     class Streamed(TMessage):
         """A batch of answer text arrived from the model (``tokens`` generated so far, at
-        ``tokens_per_s``)."""
+        ``tokens_per_s``; 0 when the status need not change)."""
+
+        bubble = False  # for this screen only: the app need not dispatch every batch again
 
         def __init__(self, text: str, tokens: int = 0, tokens_per_s: float = 0.0) -> None:
             super().__init__()
@@ -478,15 +482,20 @@ class ChatScreen(Screen[None]):
             return
         pieces: list[str] = []
         batch: list[str] = []
-        last = first = 0.0  # the first piece is shown at once: time to first token matters
+        # The first piece is shown at once (time to first token matters). The speed in the
+        # status line changes once a second: repainting it with every batch would widen each
+        # screen update from the answer's last lines to everything between them and the status.
+        last = first = rated = 0.0
         for piece in gen:
             pieces.append(piece)
             batch.append(piece)
             now = time.monotonic()
             first = first or now
             if now - last >= STREAM_INTERVAL_S:
-                n = gen.stats.generated_tokens
-                rate = (n - 1) / (now - first) if n > 1 and now > first else 0.0
+                n, rate = 0, 0.0
+                if not rated or now - rated >= STATUS_INTERVAL_S:
+                    n, rated = gen.stats.generated_tokens, now
+                    rate = (n - 1) / (now - first) if n > 1 and now > first else 0.0
                 self.post_message(self.Streamed("".join(batch), n, rate))
                 batch.clear()
                 last = now

@@ -44,6 +44,32 @@ def frozen_length(text: str) -> int:
     return done
 
 
+TAIL_SLACK = 3
+"""Blank lines kept under the text being written, so that the screen is laid out again only
+every few lines instead of at every new line."""
+
+
+def _update_in_place(widget: Static, text: Text) -> None:
+    """Show ``text`` in ``widget``, with a layout pass only when its height must change.
+
+    A layout pass measures every message of the conversation and repaints the whole view
+    (it scrolls); most updates add a few words to the last line, and those need only that
+    one widget repainted. The widget is given :data:`TAIL_SLACK` spare lines when it grows,
+    and shrinks back when a finished block leaves it.
+    """
+    width = widget.content_region.width
+    widget.update(text, layout=False)
+    if not width:  # not laid out yet: size to the text (setting a style lays out again)
+        widget.styles.height = "auto"
+        return
+    # As Widget.get_content_height measures it (Textual passes its styles where its
+    # annotation says RulesMap).
+    needed = widget.visual.get_height(widget.styles, width)  # type: ignore[arg-type]
+    rows = widget.content_region.height
+    if needed > rows or needed + TAIL_SLACK < rows:
+        widget.styles.height = needed + TAIL_SLACK if needed else 0
+
+
 class ThreadView(VerticalScroll):
     """Messages of the shown branch; streams an answer into one box, then freezes it."""
 
@@ -67,11 +93,22 @@ class ThreadView(VerticalScroll):
     async def show(
         self, thread: list[Message], marks: BranchMarks, scroll_to: str | None = None
     ) -> None:
-        """Replace the view with ``thread`` (system messages are not shown)."""
-        await self.remove_children()
-        await self.mount_all(
-            [MessageBox(m, m.role, m.content) for m in thread if m.role != "system"]
+        """Replace the view with ``thread`` (system messages are not shown).
+
+        When the view already shows the start of ``thread`` unchanged (a new question was
+        added, an answer finished), only the new messages are mounted: rebuilding every
+        message's Markdown would stall the UI for a time that grows with the conversation.
+        """
+        shown = [m for m in thread if m.role != "system"]
+        children = list(self.children)
+        same_start = len(children) <= len(shown) and all(
+            isinstance(box, MessageBox) and not box.live and box.message == message
+            for box, message in zip(children, shown, strict=False)
         )
+        if not same_start:
+            await self.remove_children()
+            children = []
+        await self.mount_all([MessageBox(m, m.role, m.content) for m in shown[len(children) :]])
         self.apply_marks(marks)
         self.anchor()
         if scroll_to:
@@ -103,13 +140,14 @@ class ThreadView(VerticalScroll):
         if box is None or not text:
             return
         self._written += text
-        frozen = frozen_length(self._written)
+        # Finished blocks end outside code fences, so the scan can start at the last one.
+        frozen = self._frozen + frozen_length(self._written[self._frozen :])
         if frozen > self._frozen:
             block = self._written[self._frozen : frozen]
             await box.query_one(Markdown).append(visible(block, keep_newlines=True))
             self._frozen = frozen
         tail = visible(self._written[self._frozen :], keep_newlines=True)
-        box.query_one(".live-tail", Static).update(Text(tail))
+        _update_in_place(box.query_one(".live-tail", Static), Text(tail))
 
     async def _stop_stream(self) -> MessageBox | None:
         box, self._stream_box = self._stream_box, None
