@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from pathlib import Path
 
 from textual.pilot import Pilot
+from textual.worker import WorkerCancelled, WorkerFailed
 
 from bastion.app.session import ChatSession
 from bastion.storage.vault import Vault
@@ -20,14 +23,20 @@ SIZE = (120, 40)
 
 
 async def settle(pilot: Pilot, app: BastionApp, timeout: float = 60.0) -> None:
-    """Wait until every worker is done and no answer is being written."""
+    """Wait until every worker is done and no answer is being written.
+
+    A file picker's DirectoryTree keeps a loader worker (group ``_loader``) waiting for
+    folders to read for as long as it is shown: it never completes, so it is not waited on.
+    """
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        await app.workers.wait_for_complete()
+        for worker in [w for w in app.workers if w.group != "_loader" and not w.is_finished]:
+            with contextlib.suppress(WorkerCancelled, WorkerFailed):  # done, one way or other
+                await asyncio.wait_for(worker.wait(), max(0.01, end - time.monotonic()))
         await pilot.pause(0.05)
         screen = app.screen
         busy = isinstance(screen, ChatScreen) and screen.generating
-        if not busy and not any(w.is_running for w in app.workers):
+        if not busy and not any(w.is_running for w in app.workers if w.group != "_loader"):
             await pilot.pause(0.05)
             return
     raise AssertionError("the app did not settle")

@@ -5,36 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
-from textual.worker import WorkerCancelled
 
 from bastion.tui.app import BastionApp
 from bastion.tui.chat import ChatScreen
 from bastion.tui.documents import AttachmentsBar, AttachScreen, LibraryScreen, PageScreen
 from bastion.tui.widgets import MessageBox
 from tests.test_documents import real_pdf
-from tests.test_tui import SIZE, type_text, unlock
-from tests.test_tui import settle as tui_settle
+from tests.test_tui import SIZE, settle, type_text, unlock
 
 
-async def settle(pilot: Pilot, app: BastionApp, timeout: float = 60.0) -> None:
-    """tests.test_tui.settle, where a cancelled worker counts as done (the file picker's
-    DirectoryTree cancels and restarts its own loader)."""
-    for _ in range(20):
-        try:
-            await tui_settle(pilot, app, timeout)
-            return
-        except WorkerCancelled:
-            await pilot.pause(0.1)
-    raise AssertionError("the app did not settle")
-
-
-@pytest.mark.skip(
-    reason="hangs in the merged tree (the app goes idle waiting on the file picker's "
-    "cancelled worker); under investigation, see the issue 17 note"
-)
 async def test_attach_library_and_cited_page(vault_with_settings: Path, tmp_path: Path) -> None:
     """F9 + pasted path attaches; F10 lists it; an answer's sources open beside it (o)."""
     pdf = tmp_path / "src" / "gmpl.pdf"

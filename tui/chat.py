@@ -494,8 +494,9 @@ class ChatScreen(Screen[None]):
             if now - last >= STREAM_INTERVAL_S:
                 n, rate = 0, 0.0
                 if not rated or now - rated >= STATUS_INTERVAL_S:
-                    n, rated = gen.stats.generated_tokens, now
+                    n = gen.stats.generated_tokens
                     rate = (n - 1) / (now - first) if n > 1 and now > first else 0.0
+                    rated = now if rate else 0.0  # the speed is shown as soon as known
                 self.post_message(self.Streamed("".join(batch), n, rate))
                 batch.clear()
                 last = now
