@@ -10,7 +10,7 @@ first token; decode rate = llama.cpp's tokens per second after the first. Each s
 backend (`bastion doctor`) is printed. Prints a table, then, as the last line, one JSON
 object.
 
-    .venv/bin/python bench/bundle.py [--rounds 5] [--tokens 96] \
+    .venv/bin/python bench/bundle.py [--rounds 9] [--tokens 200] \
         [--bundle dist/bastion/bastion] [--reference .venv/bin/bastion]
 
 `--reference` may be any `bastion` executable, e.g. one installed in another virtualenv from a
@@ -91,8 +91,8 @@ def backend(exe: Path, home: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--bundle", type=Path, default=ROOT / "dist" / "bastion" / "bastion")
     parser.add_argument("--reference", type=Path, default=ROOT / ".venv" / "bin" / "bastion")
     args = parser.parse_args()

@@ -877,11 +877,15 @@ class Engine:
         return self._restore_prefix(tokens, cached)
 
     def _state_bytes(self) -> bytes:
+        """The KV state of sequence 0, copied once (it is tens of MB for a long conversation,
+        and saving it is on the path of a conversation switch)."""
         ctx = self.llama._ctx.ctx
         size = self._lib.llama_state_seq_get_size(ctx, 0)
-        buf = (ctypes.c_uint8 * size)()
-        written = self._lib.llama_state_seq_get_data(ctx, buf, size, 0)
-        return bytes(buf)[:written]
+        buf = ctypes.create_string_buffer(size)
+        written = self._lib.llama_state_seq_get_data(
+            ctx, ctypes.cast(buf, ctypes.POINTER(ctypes.c_uint8)), size, 0
+        )
+        return ctypes.string_at(buf, written)
 
     def _keep_recent(self) -> None:
         """Save the KV state of what the cache holds now among the recent conversations'
@@ -929,8 +933,9 @@ class Engine:
         llama = self.llama
         llama.reset()
         llama._ctx.kv_cache_clear()
-        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        if not self._lib.llama_state_seq_set_data(llama._ctx.ctx, buf, len(state), 0):
+        # Read in place (no copy): llama.cpp only reads the buffer.
+        data = ctypes.cast(ctypes.c_char_p(state), ctypes.POINTER(ctypes.c_uint8))
+        if not self._lib.llama_state_seq_set_data(llama._ctx.ctx, data, len(state), 0):
             llama._ctx.kv_cache_clear()
             return 0
         llama.input_ids[: len(best)] = best
