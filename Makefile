@@ -46,7 +46,11 @@ LLAMA_PATCH := packaging/llama-cpp-python.patch
 BUNDLE_CPU_VARIANTS ?= x64,sse42,sandybridge,haswell,skylakex,icelake,alderlake
 BUNDLE_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON \
   -DGGML_CPU_ALL_VARIANTS=ON -DGGML_CPU_VARIANT_LIST=$(BUNDLE_CPU_VARIANTS)
-BUNDLE_KEY := $(shell { echo '$(LLAMA_VERSION) $(BUNDLE_CMAKE_ARGS)'; cat $(LLAMA_PATCH); } | sha256sum | cut -c1-16)
+# The recipe's revision: bump it when the build changes in a way the options and the patch do
+# not show (2: ccache no longer rewrites paths, so a cached and an uncached build are the same).
+BUNDLE_RECIPE := 2
+BUNDLE_KEY := $(shell { echo '$(LLAMA_VERSION) $(BUNDLE_CMAKE_ARGS) $(BUNDLE_RECIPE)'; \
+  cat $(LLAMA_PATCH); } | sha256sum | cut -c1-16)
 BUNDLE_WHEELS := $(WHEEL_CACHE)/$(BUNDLE_KEY)
 BUNDLE_VENV ?= .venv-bundle
 LLAMA_BUILD ?= $(CACHE_ROOT)/llama-build
@@ -88,7 +92,10 @@ $(BUNDLE_WHEELS)/.built: | $(BIN)/python $(LLAMA_PATCH)
 	touch $@
 
 # Build the llama-cpp-python wheel into LLAMA_OUT, in the folder LLAMA_BUILD (always the same
-# path for the same options: the compiler sees the same paths, ccache hits, same bytes).
+# path for the same options: the compiler sees the same paths, ccache hits, same bytes). No
+# CCACHE_BASEDIR: it made ccache hand the compiler relative paths, which end up in the
+# libraries (__FILE__) unlike the absolute ones -ffile-prefix-map rewrites, so a build from
+# the cache and one without it differed.
 .PHONY: llama-wheel
 llama-wheel: | $(BIN)/python
 	rm -rf $(LLAMA_BUILD) $(LLAMA_OUT) && mkdir -p $(LLAMA_BUILD)/src $(LLAMA_OUT)
@@ -100,7 +107,7 @@ llama-wheel: | $(BIN)/python
 	@start=$$(date +%s); \
 	CMAKE_ARGS="$(BUNDLE_CMAKE_ARGS) -DCMAKE_C_FLAGS=-ffile-prefix-map=$(LLAMA_BUILD)=. \
 	  -DCMAKE_CXX_FLAGS=-ffile-prefix-map=$(LLAMA_BUILD)=." \
-	  CCACHE_DIR=$(CACHE_ROOT)/ccache CCACHE_BASEDIR=$(LLAMA_BUILD) CCACHE_NOHASHDIR=1 \
+	  CCACHE_DIR=$(CACHE_ROOT)/ccache CCACHE_NOHASHDIR=1 \
 	  SOURCE_DATE_EPOCH=315532800 CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	  nice -n 19 $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir \
 	  -C build-dir=$(LLAMA_BUILD)/cmake -w $(LLAMA_OUT) $(LLAMA_BUILD)/src; \
