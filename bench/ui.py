@@ -64,22 +64,19 @@ class FrameClock:
 
     def __init__(self) -> None:
         self.last = time.perf_counter()
-        self.worst = 0.0
         self.gaps: list[tuple[float, float]] = []  # (when the gap ended, its length)
 
     def tick(self) -> None:
         now = time.perf_counter()
-        self.worst = max(self.worst, now - self.last)
         self.gaps.append((now, now - self.last))
         self.last = now
 
     def reset(self) -> None:
         self.last = time.perf_counter()
-        self.worst = 0.0
         self.gaps.clear()
 
-    def worst_between(self, start: float, end: float) -> float:
-        """The longest gap that ended between ``start`` and ``end``."""
+    def worst_between(self, start: float = 0.0, end: float = float("inf")) -> float:
+        """The longest gap that ended between ``start`` and ``end`` (by default, any)."""
         return max((g for t, g in self.gaps if start < t <= end), default=0.0)
 
 
@@ -155,7 +152,7 @@ async def ui_absorb(data: Path, n_tokens: int) -> tuple[float, float]:
         await pilot.pause(0.1)
         clock.reset()
         seconds = await _send_and_wait(pilot, app, "stream please", recorder)
-        worst = clock.worst
+        worst = clock.worst_between()
         app.session.lock()
     return n_tokens / seconds, worst
 
@@ -201,7 +198,7 @@ async def app_decode(
             # (the question and the answer box mounted, the prompt read) is reported apart.
             first, last = recorder.updates[0], recorder.updates[-1]
             gaps.append(clock.worst_between(first, last))
-            start_gaps.append(clock.worst_between(0.0, first))
+            start_gaps.append(clock.worst_between(end=first))
 
 
 async def cancel_during_prefill() -> tuple[float, int, int]:

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from typing import Any
 
 from textual.pilot import Pilot
-from textual.worker import WorkerCancelled, WorkerFailed
+from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from bastion.app.session import ChatSession
 from bastion.storage.vault import Vault
@@ -22,6 +23,11 @@ from tests.conftest import TUI_PW as PW
 SIZE = (120, 40)
 
 
+def _finishable(app: BastionApp) -> list[Worker[Any]]:
+    """The app's workers still running or pending, but for a file picker's loader."""
+    return [w for w in app.workers if w.group != "_loader" and not w.is_finished]
+
+
 async def settle(pilot: Pilot, app: BastionApp, timeout: float = 60.0) -> None:
     """Wait until every worker is done and no answer is being written.
 
@@ -30,13 +36,13 @@ async def settle(pilot: Pilot, app: BastionApp, timeout: float = 60.0) -> None:
     """
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        for worker in [w for w in app.workers if w.group != "_loader" and not w.is_finished]:
+        for worker in _finishable(app):
             with contextlib.suppress(WorkerCancelled, WorkerFailed):  # done, one way or other
                 await asyncio.wait_for(worker.wait(), max(0.01, end - time.monotonic()))
         await pilot.pause(0.05)
         screen = app.screen
         busy = isinstance(screen, ChatScreen) and screen.generating
-        if not busy and not any(w.is_running for w in app.workers if w.group != "_loader"):
+        if not busy and not any(w.is_running for w in _finishable(app)):
             await pilot.pause(0.05)
             return
     raise AssertionError("the app did not settle")
