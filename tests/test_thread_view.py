@@ -1,5 +1,4 @@
-"""The thread view renders finished blocks once and the block being written as text, and
-keeps each streamed update cheap."""
+"""The thread view streams an answer as text cheaply, and renders it as Markdown once."""
 
 from __future__ import annotations
 
@@ -7,31 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from textual.app import App, ComposeResult
-from textual.widgets import Static
 
 from bastion.storage.schema import Message
-from bastion.tui.thread import TAIL_SLACK, ThreadView, frozen_length
-from bastion.tui.widgets import MessageBox
-
-
-def test_frozen_length_stops_at_the_last_finished_block() -> None:
-    """Blocks end at blank lines; a line still being written is never frozen."""
-    assert frozen_length("") == 0
-    assert frozen_length("One paragraph still") == 0
-    assert frozen_length("First.\n\nSecond") == len("First.\n\n")
-    assert frozen_length("First.\n\nSecond.\n\n") == len("First.\n\nSecond.\n\n")
-
-
-def test_frozen_length_never_cuts_a_code_block() -> None:
-    """A blank line inside a fenced code block does not end a block; closing the fence does."""
-    text = "Intro.\n\n```python\nx = 1\n\ny = 2\n"
-    assert frozen_length(text) == len("Intro.\n\n")
-    closed = text + "```\n"
-    assert frozen_length(closed) == len(closed)
-    tilde = "~~~\na\n\nb\n~~~\nafter"
-    assert frozen_length(tilde) == len("~~~\na\n\nb\n~~~\n")
-    # A shorter fence inside a longer one does not close it.
-    assert frozen_length("````\n```\n\n") == 0
+from bastion.tui.thread import ThreadView
+from bastion.tui.widgets import MessageBox, StreamTail
 
 
 def _message(i: int, role: str, content: str) -> Message:
@@ -50,35 +28,69 @@ class _ViewApp(App[None]):
         yield ThreadView(id="thread")
 
 
-async def test_streaming_lays_out_again_only_every_few_lines() -> None:
-    """An update that adds words to the last line repaints one widget; the conversation is
-    laid out again only when the text being written needs more lines (and every line of it
-    stays visible)."""
+class _Spy:
+    """Records a widget's refresh calls: the rows repainted, and the layouts asked for."""
+
+    def __init__(self, widget: StreamTail) -> None:
+        self.layouts = 0
+        self.repainted: list[int] = []  # rows of each partial repaint
+        refresh = widget.refresh
+
+        def counting(*regions: Any, repaint: bool = True, layout: bool = False, **kw: Any) -> Any:
+            self.layouts += layout
+            if not layout:
+                self.repainted.append(sum(r.height for r in regions) if regions else -1)
+            return refresh(*regions, repaint=repaint, layout=layout, **kw)
+
+        widget.refresh = counting  # type: ignore[method-assign]
+
+
+async def test_streaming_repaints_only_the_rows_that_changed() -> None:
+    """Adding words to the answer repaints the row that grew (not the whole block); the
+    conversation is laid out again only a few times while the answer grows to a dozen rows,
+    and every row of it stays visible."""
     app = _ViewApp()
     async with app.run_test(size=(60, 30)) as pilot:
         view = app.query_one(ThreadView)
         await view.begin_answer([])
         await pilot.pause()
-        tail = view.query_one(".live-tail", Static)
-        layouts = 0
-        refresh = tail.refresh
-
-        def counting(*regions: Any, repaint: bool = True, layout: bool = False, **kw: Any) -> Any:
-            nonlocal layouts
-            layouts += layout
-            return refresh(*regions, repaint=repaint, layout=layout, **kw)
-
-        tail.refresh = counting  # type: ignore[method-assign]
-        writes = 0
-        for i in range(240):  # one paragraph being written, a dozen lines at this width
+        tail = view.query_one(StreamTail)
+        spy = _Spy(tail)
+        for i in range(240):  # one paragraph, a dozen rows at this width
             await view.write(f"w{i % 10} ")
-            writes += 1
             await pilot.pause()
-            width = tail.content_region.width
-            needed = tail.visual.get_height(tail.styles, width)
-            assert tail.content_region.height >= needed  # nothing of the text is cut off
-        assert needed >= 10
-        assert layouts <= needed // TAIL_SLACK + 2, (layouts, needed, writes)
+            assert tail.content_region.height >= tail.rows  # nothing of the text is cut off
+        assert tail.rows >= 10
+        assert spy.layouts <= 4, spy.layouts
+        assert spy.repainted and max(spy.repainted) <= 2, spy.repainted
+        assert tail.text == "".join(f"w{i % 10} " for i in range(240))
+
+
+async def test_a_long_answer_is_followed_without_laying_out_the_screen() -> None:
+    """Once the answer is taller than the view, the view shows its last rows and is no longer
+    laid out again as it grows; when the user scrolls, the whole answer is there to read."""
+    app = _ViewApp()
+    async with app.run_test(size=(60, 20)) as pilot:
+        view = app.query_one(ThreadView)
+        await view.begin_answer([])
+        await pilot.pause()
+        tail = view.query_one(StreamTail)
+        for i in range(40):
+            await view.write(f"Line {i} of the answer.\n")
+            await pilot.pause()
+        spy = _Spy(tail)
+        for i in range(40, 120):
+            await view.write(f"Line {i} of the answer.\n")
+            await pilot.pause()
+        assert spy.layouts == 0
+        assert tail.content_region.height <= view.scrollable_content_region.height
+        last = tail.content_region.height - 1
+        shown = "".join(s.text for s in tail.render_line(last - 1))
+        assert "Line 119 of the answer." in shown  # the last line written is on screen
+        view.release_anchor()  # what Textual calls when the user scrolls
+        await pilot.pause()
+        assert tail.content_region.height >= tail.rows == 121
+        assert "Line 0 of" in "".join(s.text for s in tail.render_line(0))
 
 
 async def test_show_mounts_only_the_messages_not_yet_shown() -> None:

@@ -2,82 +2,25 @@
 
 from __future__ import annotations
 
-import re
-
-from rich.text import Text
 from textual.containers import VerticalScroll
-from textual.widgets import Markdown, Static
+from textual.widgets import Static
 
 from bastion.app.terminal import visible
 from bastion.models.engine import TurnStats
 from bastion.storage.schema import Message, SafetyNotice
-from bastion.tui.widgets import MessageBox
+from bastion.tui.widgets import MessageBox, StreamTail
 
 BranchMarks = dict[str, tuple[int, int]]
 """Message id -> (position, count) among its alternatives, for messages that have some."""
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-
-
-def frozen_length(text: str) -> int:
-    """How much of a Markdown text being written is finished blocks: the offset just after
-    the last blank line that is not inside a fenced code block (0 if none)."""
-    fence: str | None = None
-    offset = done = 0
-    for line in text.splitlines(keepends=True):
-        offset += len(line)
-        if not line.endswith("\n"):
-            break  # the line being written
-        m = _FENCE.match(line)
-        if m:
-            mark = m.group(1)
-            if fence is None:
-                fence = mark[0] * len(mark)
-            elif (
-                mark[0] == fence[0] and len(mark) >= len(fence) and not line.strip(mark[0] + " \n")
-            ):
-                fence = None
-                done = offset  # a closed code block is finished
-            continue
-        if fence is None and not line.strip():
-            done = offset
-    return done
-
-
-TAIL_SLACK = 3
-"""Blank lines kept under the text being written, so that the screen is laid out again only
-every few lines instead of at every new line."""
-
-
-def _update_in_place(widget: Static, text: Text) -> None:
-    """Show ``text`` in ``widget``, with a layout pass only when its height must change.
-
-    A layout pass measures every message of the conversation and repaints the whole view
-    (it scrolls); most updates add a few words to the last line, and those need only that
-    one widget repainted. The widget is given :data:`TAIL_SLACK` spare lines when it grows,
-    and shrinks back when a finished block leaves it.
-    """
-    width = widget.content_region.width
-    widget.update(text, layout=False)
-    if not width:  # not laid out yet: size to the text (setting a style lays out again)
-        widget.styles.height = "auto"
-        return
-    # As Widget.get_content_height measures it (Textual passes its styles where its
-    # annotation says RulesMap).
-    needed = widget.visual.get_height(widget.styles, width)  # type: ignore[arg-type]
-    rows = widget.content_region.height
-    if needed > rows or needed + TAIL_SLACK < rows:
-        widget.styles.height = needed + TAIL_SLACK if needed else 0
-
 
 class ThreadView(VerticalScroll):
-    """Messages of the shown branch; streams an answer into one box, then freezes it."""
+    """Messages of the shown branch; streams an answer into one box as text, then renders it."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._stream_box: MessageBox | None = None
-        self._written = ""
-        self._frozen = 0
+        self._tail: StreamTail | None = None
 
     @property
     def writing(self) -> bool:
@@ -128,31 +71,36 @@ class ThreadView(VerticalScroll):
         box = MessageBox(None, "assistant", "", pending_notes=notes, live=True)
         await self.mount(box)
         self._stream_box = box
-        self._written = ""
-        self._frozen = 0
+        self._tail = box.query_one(StreamTail)
+        self._tail.follow_rows = self.scrollable_content_region.height
         self.anchor()
 
     async def write(self, text: str) -> None:
         """Show more of the answer. The cost of an update does not grow with the answer or the
-        conversation: finished blocks are rendered as Markdown once, when they are finished;
-        the block being written is shown as plain text until then."""
-        box = self._stream_box
-        if box is None or not text:
+        conversation: see :class:`StreamTail`. The answer is shown as plain text until it is
+        finished, then rendered as Markdown once (:meth:`finish`)."""
+        tail = self._tail
+        if tail is None or not text:
             return
-        self._written += text
-        # Finished blocks end outside code fences, so the scan can start at the last one.
-        frozen = self._frozen + frozen_length(self._written[self._frozen :])
-        if frozen > self._frozen:
-            block = self._written[self._frozen : frozen]
-            await box.query_one(Markdown).append(visible(block, keep_newlines=True))
-            self._frozen = frozen
-        tail = visible(self._written[self._frozen :], keep_newlines=True)
-        _update_in_place(box.query_one(".live-tail", Static), Text(tail))
+        if not tail.follow_rows and self.is_vertical_scroll_end:
+            tail.follow_rows = self.scrollable_content_region.height  # back at the end
+        # Sanitised piece by piece: a character's escape does not depend on its neighbours.
+        tail.append(visible(text, keep_newlines=True))
+
+    def release_anchor(self) -> None:
+        """The user scrolled: the answer being written is shown whole, so it can be read from
+        its start while the model goes on."""
+        super().release_anchor()
+        if self._tail is not None:
+            self._tail.follow_rows = 0
+
+    def on_resize(self) -> None:
+        if self._tail is not None and self._tail.follow_rows:
+            self._tail.follow_rows = self.scrollable_content_region.height
 
     async def _stop_stream(self) -> MessageBox | None:
         box, self._stream_box = self._stream_box, None
-        self._written = ""
-        self._frozen = 0
+        self._tail = None
         return box
 
     async def finish(self, message: Message, stats: TurnStats) -> None:

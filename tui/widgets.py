@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.markup import escape
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
+from textual.geometry import Region, Size
 from textual.message import Message as TMessage
 from textual.reactive import reactive
+from textual.strip import Strip
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Collapsible, Label, Markdown, Static, TextArea
 
 from bastion.app.terminal import visible
@@ -22,6 +28,145 @@ def highlight_snippet(snippet: str) -> str:
     for i, part in enumerate(snippet.replace("]", "[").split("[")):
         out.append(f"[b reverse]{escape(part)}[/]" if i % 2 else escape(part))
     return "".join(out)
+
+
+TAIL_SLACK = 4
+"""Fewest blank rows kept under the text being written, so that the screen is laid out again
+only every few rows instead of at every new row."""
+
+TAIL_SLACK_MAX = 12
+"""Most blank rows kept: the spare rows double each time the text outgrows them, so a long
+answer is laid out again a few times, not once every few rows."""
+
+
+class StreamTail(Widget):
+    """An answer being written, as plain text (sanitised by the caller).
+
+    Built for many small updates: :meth:`append` wraps again only the line that grew and
+    repaints only the rows that changed, so adding a few words costs a one-row repaint, the
+    same at the first word as at the thousandth. The widget keeps spare rows when it grows, so
+    the screen is laid out again (which measures and repaints the whole conversation) only a
+    few times per answer. Markdown is rendered once, when the answer is finished: mounting
+    Markdown blocks while the model writes stalls the UI for tens of milliseconds each.
+    """
+
+    def __init__(self, *, classes: str | None = None) -> None:
+        super().__init__(classes=classes)
+        # Sized by get_content_height. An inline style, not DEFAULT_CSS: when the first
+        # widget of a class with its own CSS mounts, Textual adds it to the stylesheet and
+        # rebuilds the stylesheet's rules, at the start of the first answer.
+        self.styles.height = "auto"
+        self._lines: list[str] = []
+        self._wrapped: list[list[str]] = []
+        """The rows of each line of the text at :attr:`_width`."""
+        self._rows: list[str] = []
+        self._width = 0
+        self._height = 0
+        """Rows given to the widget in the last layout (text and spare rows)."""
+        self._spare = TAIL_SLACK
+        self._follow = 0
+
+    @property
+    def follow_rows(self) -> int:
+        """When positive, the widget is at most this many rows and shows the last rows of the
+        text: the view follows the end of a long answer without laying the screen out again
+        at every few rows (the thread view sets it to its height while it is scrolled to the
+        end). 0 shows every row."""
+        return self._follow
+
+    @follow_rows.setter
+    def follow_rows(self, rows: int) -> None:
+        if rows != self._follow:
+            self._follow = max(rows, 0)
+            if self._width and self._resize():
+                self.refresh(layout=True)
+
+    @property
+    def _offset(self) -> int:
+        """Rows of text above the first row shown."""
+        return max(len(self._rows) - self._height, 0)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self._lines)
+
+    @property
+    def rows(self) -> int:
+        """Rows of text at the current width."""
+        return len(self._rows)
+
+    def append(self, text: str) -> None:
+        """Add ``text`` to the end of what is shown."""
+        if not text:
+            return
+        parts = text.split("\n")
+        if self._lines:
+            self._lines[-1] += parts[0]
+            self._lines.extend(parts[1:])
+            grown = len(self._wrapped) - 1  # the line that grew, then the new ones
+        else:
+            self._lines = parts
+            grown = 0
+        if not self._width:
+            self.refresh(layout=True)  # not laid out yet: wrapped in get_content_height
+            return
+        first_row = len(self._rows) - (len(self._wrapped[grown]) if self._wrapped else 0)
+        before, offset = self._rows[first_row:], self._offset
+        self._wrapped[grown:] = [self._wrap(line) for line in self._lines[grown:]]
+        after = [row for rows in self._wrapped[grown:] for row in rows]
+        self._rows[first_row:] = after
+        if self._resize():
+            self.refresh(layout=True)
+        elif self._offset != offset:
+            self.refresh()  # following the end: every row shown moved up
+        else:
+            # Words added to a paragraph change its last rows only (wrapping is greedy).
+            same = 0
+            while same < min(len(before), len(after)) and before[same] == after[same]:
+                same += 1
+            if changed := max(len(before), len(after)) - same:
+                self.refresh(Region(0, first_row + same - offset, self.size.width, changed))
+
+    def _wrap(self, line: str) -> list[str]:
+        if not line:
+            return [""]
+        return [part.plain for part in Content(line.expandtabs(8)).wrap(self._width)]
+
+    def _rewrap(self, width: int) -> None:
+        self._width = width
+        self._wrapped = [self._wrap(line) for line in self._lines]
+        self._rows = [row for rows in self._wrapped for row in rows]
+
+    def _resize(self) -> bool:
+        """Give the widget its text's rows and some spare rows when the text outgrows it (or
+        shrinks far below it, after a resize), at most :attr:`follow_rows` rows; return
+        whether its height changed."""
+        needed, cap, height = len(self._rows), self._follow, self._height
+        if cap and needed >= cap:  # following the end of a long text: rows scroll inside
+            self._height = cap
+            return height != cap
+        if needed <= height <= needed + 2 * self._spare and (not cap or height <= cap):
+            return False
+        if needed > height and height:
+            self._spare = min(2 * self._spare, TAIL_SLACK_MAX)
+        wanted = needed + self._spare if needed else 0
+        self._height = min(wanted, cap) if cap else wanted
+        return self._height != height
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        if width != self._width:
+            self._rewrap(width)
+        self._resize()
+        return self._height
+
+    def render_line(self, y: int) -> Strip:
+        width = self.content_size.width
+        if width != self._width:
+            self._rewrap(width)
+        style = self.rich_style
+        y += self._offset
+        text = self._rows[y] if 0 <= y < len(self._rows) else ""
+        return Strip([Segment(text, style)], cell_len(text)).extend_cell_length(width, style)
 
 
 class MessageBox(Vertical, can_focus=True):
@@ -78,7 +223,7 @@ class MessageBox(Vertical, can_focus=True):
         box.display = bool(reasoning)
         yield Markdown(visible(self.text, keep_newlines=True), classes="message-body")
         if self.live:
-            yield Static("", classes="live-tail", markup=False)
+            yield StreamTail(classes="live-tail")
         sources = Label(self._sources(), classes="message-sources")
         sources.display = bool(self._sources())
         yield sources
