@@ -9,6 +9,7 @@ thread.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from bastion.app.session import ChatSession, PendingTurn
 from bastion.models.discovery import ModelInfo
 from bastion.models.engine import TurnStats
 from bastion.storage.schema import Conversation, Message, SearchHit, SourceRef
+from bastion.tui.compositor import CroppedCompositor
 from bastion.tui.conversations import ConversationList
 from bastion.tui.dialogs import (
     ConfirmScreen,
@@ -59,7 +61,7 @@ from bastion.tui.widgets import Banner, Composer, MessageBox, StatusBar
 # interval has passed, so the interval is kept below 50 ms by about a token's time. The UI
 # thread's CPU time is taken from llama.cpp's threads, so each update must stay cheap (see
 # ThreadView.write); bench/ui.py measures both.
-STREAM_INTERVAL_S = 0.035
+STREAM_INTERVAL_S = 0.038
 STATUS_INTERVAL_S = 1.0
 
 
@@ -231,6 +233,7 @@ class ChatScreen(Screen[None]):
 
     def __init__(self, session: ChatSession) -> None:
         super().__init__()
+        self._compositor = CroppedCompositor()  # cheap partial updates while streaming
         self.session = session
         self._turn: PendingTurn | None = None
         self._preparing = False
@@ -458,6 +461,10 @@ class ChatScreen(Screen[None]):
         # A blinking cursor redraws the screen twice a second; while the model writes, every
         # redraw takes CPU from it (two cores: the UI thread competes with llama.cpp's).
         self.query_one(Composer).cursor_blink = False
+        # The objects alive now (the app, the conversation, the model) are left out of the
+        # garbage collector's full collections until the turn ends: a full collection scans
+        # every object of the app and stalled the UI for 60-150 ms while the model wrote.
+        gc.freeze()
         self.generate(event.turn)
 
     @work(thread=True, group="generate", exclusive=True, exit_on_error=False)
@@ -522,6 +529,7 @@ class ChatScreen(Screen[None]):
             self.query_one(StatusBar).state = f"writing…{rate} (Esc stops)"
 
     def _end_turn(self, state: str = "") -> None:
+        gc.unfreeze()
         self._preparing = False
         self._turn = None
         self.query_one(Composer).cursor_blink = True
