@@ -56,7 +56,7 @@ FakeEngine = _fake_engine()
 PW = "bench passphrase"
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm."
 TOKENS = 300
-ROUNDS = 7
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 
 
 class FrameClock:
@@ -97,6 +97,7 @@ class Recorder:
     def __init__(self) -> None:
         self.event: asyncio.Event | None = None
         self.updates: list[float] = []
+        self.cpu: list[float] = []  # the UI thread's CPU time at each update
         self.failure = ""
         self.seen: list[object] = []
 
@@ -105,12 +106,19 @@ class Recorder:
             if message not in self.seen:  # a message can be dispatched more than once
                 self.seen.append(message)
                 self.updates.append(time.perf_counter())
+                self.cpu.append(time.thread_time())  # the hook runs on the UI thread
         elif isinstance(message, ChatScreen.GenerationFinished) and self.event is not None:
             self.event.set()
         elif isinstance(message, ChatScreen.GenerationFailed):
             self.failure = message.reason
             if self.event is not None:
                 self.event.set()
+
+    def ui_cpu_share(self) -> float:
+        """The UI thread's CPU time over the wall time while the answer was written (first
+        update to last): the share of a core the UI took from the model."""
+        u, c = self.updates, self.cpu
+        return (c[-1] - c[0]) / (u[-1] - u[0]) if len(u) > 2 and u[-1] > u[0] else 0.0
 
     def updates_per_s(self) -> float:
         """Visible updates per second while the answer was written (first to last)."""
@@ -130,6 +138,7 @@ async def _send_and_wait(pilot, app, text: str, recorder: Recorder) -> float:
     composer.focus()
     recorder.event = asyncio.Event()
     recorder.updates.clear()
+    recorder.cpu.clear()
     recorder.seen.clear()
     t0 = time.perf_counter()
     await pilot.press("enter")
@@ -172,6 +181,7 @@ async def app_decode(
     *,
     clock_on: bool,
     start_gaps: list[float] | None = None,
+    shares: list[float] | None = None,
 ) -> None:
     """One answer from the real model through the app. With ``clock_on``, a 60 Hz timer
     records the longest time the UI thread could not run it while the model wrote; it wakes
@@ -193,6 +203,8 @@ async def app_decode(
         rounds_out.append(meta.decode_tokens_per_s)
         gens.append(meta.generated_tokens)
         rates.append(recorder.updates_per_s())
+        if shares is not None:
+            shares.append(recorder.ui_cpu_share())
         if clock_on:
             # While the model writes: from the first text shown to the last. The turn's start
             # (the question and the answer box mounted, the prompt read) is reported apart.
@@ -297,6 +309,7 @@ def main() -> None:
         app_rates: list[float] = []
         app_gens: list[int] = []
         update_rates: list[float] = []
+        shares: list[float] = []
         gaps: list[float] = []
         cli_rates: list[float] = []
         cli_gens: list[int] = []
@@ -304,7 +317,7 @@ def main() -> None:
         for i in range(ROUNDS):  # alternate which goes first in each pair
             pair = [
                 lambda: asyncio.run(
-                    app_decode(app_rates, app_gens, update_rates, [], clock_on=False)
+                    app_decode(app_rates, app_gens, update_rates, [], clock_on=False, shares=shares)
                 ),
                 lambda: cli_gens.append(_cli(env, cli_rates)),
             ]
@@ -333,6 +346,7 @@ def main() -> None:
         "model_tokens_per_s": round(model_rate, 1),
         "ui_speedup_over_model": round(absorbed / model_rate, 1),
         "ui_updates_per_s": round(med(update_rates), 1),
+        "ui_thread_cpu_share_while_writing": round(med(shares), 3),
         "worst_frame_gap_fake_ms": round(worst_fake * 1000, 1),
         "worst_frame_gap_model_ms": round(max(gaps) * 1000, 1),
         "worst_frame_gap_model_ms_per_round": [round(g * 1000, 1) for g in gaps],
@@ -352,7 +366,10 @@ def main() -> None:
         f"UI absorbs {result['ui_tokens_per_s']} tok/s from a fake engine "
         f"({result['ui_speedup_over_model']}x the model's {result['model_tokens_per_s']})"
     )
-    print(f"visible updates while the model writes: {result['ui_updates_per_s']}/s")
+    print(
+        f"visible updates while the model writes: {result['ui_updates_per_s']}/s, "
+        f"the UI thread busy {result['ui_thread_cpu_share_while_writing']:.1%} of the time"
+    )
     print(
         f"worst frame gap: {result['worst_frame_gap_fake_ms']} ms (fake), "
         f"{result['worst_frame_gap_model_ms']} ms (real model)"
