@@ -258,6 +258,27 @@ async def test_lock_clears_and_requires_passphrase(vault_with_settings: Path) ->
         assert isinstance(app.screen, ChatScreen)
 
 
+async def test_lock_while_writing(vault_with_settings: Path) -> None:
+    """Locked while the model writes: the answer stops, and no object of the session is
+    left out of garbage collection (the turn froze them)."""
+    with Vault.open(vault_with_settings, PW) as v:
+        v.store.set_setting("app", {"sampling": {"temperature": 0.8, "max_tokens": 600}})
+    app = BastionApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(pilot, app)
+        await pilot.click("#composer")
+        await type_text(pilot, "Write a very long story about a dragon and a knight.")
+        await pilot.press("enter")
+        started = time.monotonic()
+        while not gc.get_freeze_count() and time.monotonic() - started < 20:
+            await pilot.pause(0.05)
+        assert gc.get_freeze_count() > 0 and app.screen.generating
+        await pilot.press("ctrl+l")
+        await settle(pilot, app)
+        assert isinstance(app.screen, UnlockScreen)
+        assert gc.get_freeze_count() == 0
+
+
 async def test_idle_auto_lock(vault_with_settings: Path) -> None:
     """With a short idle delay set, the app locks itself after that delay."""
     with Vault.open(vault_with_settings, PW) as v:

@@ -258,6 +258,10 @@ class ChatScreen(Screen[None]):
         self.refresh_all()
         self.load_model()
 
+    def on_unmount(self) -> None:
+        # A turn cut short by a lock or a quit leaves no object out of garbage collection.
+        gc.unfreeze()
+
     def _poll_guard(self) -> None:
         bar = self.query_one(StatusBar)
         bar.guarded = offline.installed()
