@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.cells import cell_len
 from rich.markup import escape
 from rich.segment import Segment
+from rich.style import Style
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -65,6 +66,16 @@ class StreamTail(Widget):
         """Rows given to the widget in the last layout (text and spare rows)."""
         self._spare = TAIL_SLACK
         self._follow = 0
+        self._style: Style | None = None
+        """The text's style in the render under way (computed from every ancestor's
+        background: once per render, not once per row)."""
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._style = self.rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._style = None
 
     @property
     def follow_rows(self) -> int:
@@ -163,7 +174,7 @@ class StreamTail(Widget):
         width = self.content_size.width
         if width != self._width:
             self._rewrap(width)
-        style = self.rich_style
+        style = self._style or self.rich_style
         y += self._offset
         text = self._rows[y] if 0 <= y < len(self._rows) else ""
         return Strip([Segment(text, style)], cell_len(text)).extend_cell_length(width, style)
