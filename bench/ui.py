@@ -4,7 +4,8 @@
    per second the UI absorbs (until the last one is on screen), and the worst gap between
    two ticks of the UI's event loop (a stalled frame).
 2. The real embedded model writes the same 300-token answer through the app and through
-   `bastion ask` (alternating, 7 rounds): the app's decode speed over the CLI's. The worst
+   `bastion ask` (alternating, 7 rounds, or BENCH_ROUNDS): the app's decode speed over the
+   CLI's, and the share of a core the UI thread used meanwhile. The worst
    frame gap with the real model (from the first text shown to the last; the turn's start,
    before the first token, is reported apart) comes from three more app rounds with the
    60 Hz frame clock (the clock itself costs a few percent, so it is kept out of the speed
