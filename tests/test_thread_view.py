@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 
 from bastion.storage.schema import Message
 from bastion.tui.thread import ThreadView
@@ -26,6 +29,17 @@ def _message(i: int, role: str, content: str) -> Message:
 class _ViewApp(App[None]):
     def compose(self) -> ComposeResult:
         yield ThreadView(id="thread")
+
+
+@asynccontextmanager
+async def _answering(size: tuple[int, int]) -> AsyncIterator[tuple[Pilot, ThreadView, StreamTail]]:
+    """A thread view of ``size`` with an answer begun: the pilot, the view, the answer's tail."""
+    app = _ViewApp()
+    async with app.run_test(size=size) as pilot:
+        view = app.query_one(ThreadView)
+        await view.begin_answer([])
+        await pilot.pause()
+        yield pilot, view, view.query_one(StreamTail)
 
 
 class _Spy:
@@ -49,12 +63,7 @@ async def test_streaming_repaints_only_the_rows_that_changed() -> None:
     """Adding words to the answer repaints the row that grew (not the whole block); the
     conversation is laid out again only a few times while the answer grows to a dozen rows,
     and every row of it stays visible."""
-    app = _ViewApp()
-    async with app.run_test(size=(60, 30)) as pilot:
-        view = app.query_one(ThreadView)
-        await view.begin_answer([])
-        await pilot.pause()
-        tail = view.query_one(StreamTail)
+    async with _answering((60, 30)) as (pilot, view, tail):
         spy = _Spy(tail)
         for i in range(240):  # one paragraph, a dozen rows at this width
             await view.write(f"w{i % 10} ")
@@ -69,12 +78,7 @@ async def test_streaming_repaints_only_the_rows_that_changed() -> None:
 async def test_a_long_answer_is_followed_without_laying_out_the_screen() -> None:
     """Once the answer is taller than the view, the view shows its last rows and is no longer
     laid out again as it grows; when the user scrolls, the whole answer is there to read."""
-    app = _ViewApp()
-    async with app.run_test(size=(60, 20)) as pilot:
-        view = app.query_one(ThreadView)
-        await view.begin_answer([])
-        await pilot.pause()
-        tail = view.query_one(StreamTail)
+    async with _answering((60, 20)) as (pilot, view, tail):
         for i in range(40):
             await view.write(f"Line {i} of the answer.\n")
             await pilot.pause()

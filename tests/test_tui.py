@@ -183,21 +183,32 @@ async def test_chat_streams_real_answer_then_regenerate_and_edit(vault_with_sett
         assert session.thread[-1].role == "assistant"
 
 
+def allow_long_answers(vault: Path) -> None:
+    """Answers of up to 600 tokens, sampled (a story goes on for many seconds)."""
+    with Vault.open(vault, PW) as v:
+        v.store.set_setting("app", {"sampling": {"temperature": 0.8, "max_tokens": 600}})
+
+
+async def start_long_answer(pilot: Pilot, app: BastionApp) -> None:
+    """Ask for a long story; return once its turn has begun (the question saved, the answer
+    box shown, the app's objects frozen out of full garbage collections), at most 20 s."""
+    await pilot.click("#composer")
+    await type_text(pilot, "Write a very long story about a dragon and a knight.")
+    await pilot.press("enter")
+    started = time.monotonic()
+    while not gc.get_freeze_count() and time.monotonic() - started < 20:
+        await pilot.pause(0.05)
+
+
 async def test_escape_stops_long_answer(vault_with_settings: Path) -> None:
     """Esc stops a long answer at once; the partial answer is kept and marked stopped. While
     the model writes, the app's objects are out of the garbage collector's full collections
     (which stalled the UI); they are back in them once the turn ends."""
-    with Vault.open(vault_with_settings, PW) as v:
-        v.store.set_setting("app", {"sampling": {"temperature": 0.8, "max_tokens": 600}})
+    allow_long_answers(vault_with_settings)
     app = BastionApp()
     async with app.run_test(size=SIZE) as pilot:
         await unlock(pilot, app)
-        await pilot.click("#composer")
-        await type_text(pilot, "Write a very long story about a dragon and a knight.")
-        await pilot.press("enter")
-        started = time.monotonic()
-        while not app.screen.generating and time.monotonic() - started < 20:
-            await pilot.pause(0.05)
+        await start_long_answer(pilot, app)
         await pilot.pause(1.0)
         assert gc.get_freeze_count() > 0
         await pilot.press("escape")
@@ -261,17 +272,11 @@ async def test_lock_clears_and_requires_passphrase(vault_with_settings: Path) ->
 async def test_lock_while_writing(vault_with_settings: Path) -> None:
     """Locked while the model writes: the answer stops, and no object of the session is
     left out of garbage collection (the turn froze them)."""
-    with Vault.open(vault_with_settings, PW) as v:
-        v.store.set_setting("app", {"sampling": {"temperature": 0.8, "max_tokens": 600}})
+    allow_long_answers(vault_with_settings)
     app = BastionApp()
     async with app.run_test(size=SIZE) as pilot:
         await unlock(pilot, app)
-        await pilot.click("#composer")
-        await type_text(pilot, "Write a very long story about a dragon and a knight.")
-        await pilot.press("enter")
-        started = time.monotonic()
-        while not gc.get_freeze_count() and time.monotonic() - started < 20:
-            await pilot.pause(0.05)
+        await start_long_answer(pilot, app)
         assert gc.get_freeze_count() > 0 and app.screen.generating
         await pilot.press("ctrl+l")
         await settle(pilot, app)
