@@ -289,6 +289,18 @@ def test_unknown_field_names_field_and_line(tmp_path: Path) -> None:
     assert msg == "pack.toml line 15: templates[0].size: unknown field"
 
 
+def test_a_problem_quoting_the_pack_is_one_line(tmp_path: Path) -> None:
+    """A message that quotes the pack (a rule's pattern that does not compile, with a newline
+    in it) is still one line per problem (found by test_fuzz_hostile)."""
+    rule = (
+        '\n[[safety]]\nid = "r"\ndescription = "d"\naction = "respond"\n'
+        'any = [")\\n"]\nmessage = "m"\npositive = ["a"]\nnegative = ["b"]\n'
+    )
+    found = problems(MINIMAL + rule, tmp_path)
+    assert found and all("\n" not in msg for msg in found), found
+    assert any("safety[0]" in msg for msg in found), found
+
+
 def test_wrong_type_and_missing_field(tmp_path: Path) -> None:
     (msg,) = problems(MINIMAL.replace('version = "1.2.0"', "version = 3"), tmp_path)
     assert msg.startswith("pack.toml line 3: version: ") and "string" in msg

@@ -112,8 +112,9 @@ def _problems(exc: ValidationError, name: str, lines: dict[tuple[Any, ...], int]
         where = f"{name} line {line}" if line else name
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        field = visible(_dotted(loc)) or "pack"  # keys come from the file: one line
-        problems.append(f"{where}: {field}: {msg}")
+        # Keys and messages can quote the file (a pattern that does not compile): one line.
+        field = visible(_dotted(loc)) or "pack"
+        problems.append(f"{where}: {field}: {visible(msg)}")
     return problems
 
 
