@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 
+import bastion.tui
+from bastion.models.engine import TurnStats
 from bastion.storage.schema import Message
 from bastion.tui.thread import ThreadView
 from bastion.tui.widgets import MessageBox, StreamTail
@@ -27,6 +30,8 @@ def _message(i: int, role: str, content: str) -> Message:
 
 
 class _ViewApp(App[None]):
+    CSS_PATH = str(Path(bastion.tui.__file__).parent / "bastion.tcss")  # the app's styles
+
     def compose(self) -> ComposeResult:
         yield ThreadView(id="thread")
 
@@ -122,3 +127,38 @@ async def test_show_mounts_only_the_messages_not_yet_shown() -> None:
         rebuilt = list(view.query(MessageBox))
         assert rebuilt[0] is not before[0]
         assert rebuilt[0].message is not None and rebuilt[0].message.content == "Edited question?"
+
+
+async def test_the_answer_is_written_under_its_question_without_layouts() -> None:
+    """A new answer gets the view's room under its question: the question moves to the top of
+    the view, and the answer is written below it with no layout of the screen while it fits
+    there. When it is finished, nothing on the screen moves."""
+    history = [
+        _message(i, "user" if i % 2 == 0 else "assistant", f"Message {i}, " + "words " * 30)
+        for i in range(6)
+    ]
+    question = _message(6, "user", "And the question, " + "asked at some length " * 4)
+    app = _ViewApp()
+    async with app.run_test(size=(60, 30)) as pilot:
+        view = app.query_one(ThreadView)
+        await view.show([*history, question], {})
+        await view.begin_answer([])
+        await pilot.pause()
+        await pilot.pause()
+        asked = list(view.query(MessageBox))[-2]
+        top = view.scrollable_content_region.y
+        assert asked.region.y == top  # the question at the top of the view
+        tail = view.query_one(StreamTail)
+        spy = _Spy(tail)
+        for i in range(120):  # a paragraph of a few rows, then a few short lines
+            await view.write(f"w{i % 10} " if i < 114 else f"\nline {i}")
+            await pilot.pause()
+        assert tail.rows >= 10
+        assert tail.content_region.height >= tail.rows
+        assert spy.layouts == 0
+        assert asked.region.y == top  # the view did not scroll while the answer was written
+        answer = _message(7, "assistant", tail.text)
+        await view.finish(answer, TurnStats())
+        await pilot.pause()
+        await pilot.pause()
+        assert asked.region.y == top  # nor when it was rendered as Markdown

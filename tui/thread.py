@@ -21,6 +21,8 @@ class ThreadView(VerticalScroll):
         super().__init__(id=id)
         self._stream_box: MessageBox | None = None
         self._tail: StreamTail | None = None
+        self._held: MessageBox | None = None
+        """The last answer, kept at the height it was written in (see :meth:`finish`)."""
 
     @property
     def writing(self) -> bool:
@@ -68,12 +70,29 @@ class ThreadView(VerticalScroll):
 
     async def begin_answer(self, notes: list[SafetyNotice]) -> None:
         """Add an empty answer box that :meth:`write` streams into."""
+        self._release_held()
         box = MessageBox(None, "assistant", "", pending_notes=notes, live=True)
         await self.mount(box)
         self._stream_box = box
         self._tail = box.query_one(StreamTail)
         self._tail.follow_rows = self.scrollable_content_region.height
         self.anchor()
+        self.call_after_refresh(self._make_room)
+
+    def _make_room(self) -> None:
+        """Give the answer the rest of the view under its question: the question moves to the
+        top of the view and the answer is written below it, with no layout of the screen (which
+        measures and repaints the whole conversation) until it fills the view."""
+        tail, box = self._tail, self._stream_box
+        if tail is None or box is None or not tail.follow_rows:
+            return
+        index = self.children.index(box)
+        asked = self.children[index - 1] if index else box
+        view = self.scrollable_content_region
+        # Rows from the question's top to the answer's text, and under the text to the end.
+        above = tail.region.y - asked.region.y
+        below = box.region.bottom - tail.region.bottom + self.styles.padding.bottom
+        tail.reserve_rows = max(view.height - above - below, 0)
 
     async def write(self, text: str) -> None:
         """Show more of the answer. The cost of an update does not grow with the answer or the
@@ -97,6 +116,12 @@ class ThreadView(VerticalScroll):
     def on_resize(self) -> None:
         if self._tail is not None and self._tail.follow_rows:
             self._tail.follow_rows = self.scrollable_content_region.height
+            self.call_after_refresh(self._make_room)
+
+    def _release_held(self) -> None:
+        if self._held is not None:
+            self._held.styles.min_height = None
+            self._held = None
 
     async def _stop_stream(self) -> MessageBox | None:
         box, self._stream_box = self._stream_box, None
@@ -107,6 +132,10 @@ class ThreadView(VerticalScroll):
         """Freeze the streamed answer as the saved ``message`` (one full render)."""
         box = await self._stop_stream()
         if box is not None:
+            # A short answer keeps the room it was written in until the next one, so nothing on
+            # the screen moves when it is rendered.
+            box.styles.min_height = box.outer_size.height
+            self._held = box
             box.finalize(message, message.content)
         if stats.dropped_messages:
             note = Static(

@@ -66,6 +66,7 @@ class StreamTail(Widget):
         """Rows given to the widget in the last layout (text and spare rows)."""
         self._spare = TAIL_SLACK
         self._follow = 0
+        self._reserve = 0
         self._style: Style | None = None
         """The text's style in the render under way (computed from every ancestor's
         background: once per render, not once per row)."""
@@ -89,6 +90,20 @@ class StreamTail(Widget):
     def follow_rows(self, rows: int) -> None:
         if rows != self._follow:
             self._follow = max(rows, 0)
+            if self._width and self._resize():
+                self.refresh(layout=True)
+
+    @property
+    def reserve_rows(self) -> int:
+        """The widget's height while the text fits in it (at most :attr:`follow_rows`): the
+        room the thread view gives a new answer under its question, so that the screen is not
+        laid out again while the answer fills it. 0: only the text's rows and spare rows."""
+        return self._reserve
+
+    @reserve_rows.setter
+    def reserve_rows(self, rows: int) -> None:
+        if rows != self._reserve:
+            self._reserve = max(rows, 0)
             if self._width and self._resize():
                 self.refresh(layout=True)
 
@@ -156,6 +171,10 @@ class StreamTail(Widget):
         if cap and needed >= cap:  # following the end of a long text: rows scroll inside
             self._height = cap
             return height != cap
+        room = min(self._reserve, cap) if cap else self._reserve
+        if needed <= room:  # the text fits in the room it was given
+            self._height = room
+            return height != room
         if needed <= height <= needed + 2 * self._spare and (not cap or height <= cap):
             return False
         if needed > height and height:
