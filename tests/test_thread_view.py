@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from textual.pilot import Pilot
 import bastion.tui
 from bastion.models.engine import TurnStats
 from bastion.storage.schema import Message
-from bastion.tui.thread import ThreadView
+from bastion.tui.thread import ThreadView, UpdateCadence
 from bastion.tui.widgets import MessageBox, StreamTail
 
 
@@ -162,3 +163,29 @@ async def test_the_answer_is_written_under_its_question_without_layouts() -> Non
         await pilot.pause()
         await pilot.pause()
         assert asked.region.y == top  # nor when it was rendered as Markdown
+
+
+def _sends(token_times: list[float], interval: float) -> list[float]:
+    cadence = UpdateCadence(interval)
+    return [t for t in token_times if cadence.due(t)]
+
+
+def test_updates_keep_their_rate_whatever_the_pace_of_tokens() -> None:
+    """The UI gets 1/interval updates a second while tokens come faster than that, at any
+    pace between tokens: a batch does not wait a whole interval after the previous token
+    (with 46 ms, a token every 30 ms would give 17 updates a second instead of 21.7)."""
+    for gap in (0.005, 0.018, 0.030, 0.044):
+        times = [i * gap for i in range(int(10 / gap))]
+        sends = _sends(times, 0.046)
+        assert sends[0] == 0.0  # the first text at once
+        rate = (len(sends) - 1) / (sends[-1] - sends[0])
+        assert 1 / 0.046 * 0.97 <= rate <= 1 / 0.046 * 1.01, (gap, rate)
+
+
+def test_a_pause_in_the_tokens_brings_no_burst_of_updates() -> None:
+    """After the model pauses, updates start again on a new grid, not in a burst catching up."""
+    times = [i * 0.01 for i in range(100)] + [1.5 + i * 0.01 for i in range(100)]
+    sends = _sends(times, 0.046)
+    after = [t for t in sends if t >= 1.5]
+    assert after[0] == 1.5
+    assert min(b - a for a, b in itertools.pairwise(after)) >= 0.046 / 2 - 1e-9

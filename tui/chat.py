@@ -53,15 +53,14 @@ from bastion.tui.documents import (
     SourcesScreen,
     open_source,
 )
-from bastion.tui.thread import BranchMarks, ThreadView
+from bastion.tui.thread import BranchMarks, ThreadView, UpdateCadence
 from bastion.tui.widgets import Banner, Composer, MessageBox, StatusBar
 
-# How often streamed text is handed to the UI: at least 20 times a second while the model
-# writes (the first text at once). A batch is sent with the first token that arrives once the
-# interval has passed, so the interval is kept below 50 ms by about a token's time. The UI
-# thread's CPU time is taken from llama.cpp's threads, so each update must stay cheap (see
-# ThreadView.write); bench/ui.py measures both.
-STREAM_INTERVAL_S = 0.038
+# How often streamed text is handed to the UI while the model writes: 21-22 times a second (the
+# first text at once), on a steady grid (UpdateCadence). The UI thread's CPU time is taken from
+# llama.cpp's threads, so updates are no more frequent than needed for smooth text (20 a
+# second), and each must stay cheap (see ThreadView.write); bench/ui.py measures both.
+STREAM_INTERVAL_S = 0.046
 STATUS_INTERVAL_S = 1.0
 
 
@@ -496,13 +495,14 @@ class ChatScreen(Screen[None]):
         # The first piece is shown at once (time to first token matters). The speed in the
         # status line changes once a second: repainting it with every batch would widen each
         # screen update from the answer's last lines to everything between them and the status.
-        last = first = rated = 0.0
+        first = rated = 0.0
+        cadence = UpdateCadence(STREAM_INTERVAL_S)
         for piece in gen:
             pieces.append(piece)
             batch.append(piece)
             now = time.monotonic()
             first = first or now
-            if now - last >= STREAM_INTERVAL_S:
+            if cadence.due(now):
                 n, rate = 0, 0.0
                 if not rated or now - rated >= STATUS_INTERVAL_S:
                     n = gen.stats.generated_tokens
@@ -510,7 +510,6 @@ class ChatScreen(Screen[None]):
                     rated = now if rate else 0.0  # the speed is shown as soon as known
                 self.post_message(self.Streamed("".join(batch), n, rate))
                 batch.clear()
-                last = now
         if batch:
             self.post_message(self.Streamed("".join(batch)))
         saved = self.session.finish(turn, "".join(pieces))

@@ -10,6 +10,30 @@ from bastion.models.engine import TurnStats
 from bastion.storage.schema import Message, SafetyNotice
 from bastion.tui.widgets import MessageBox, StreamTail
 
+
+class UpdateCadence:
+    """When to hand streamed text to the UI: the first text at once, then at most once per
+    ``interval`` on a steady grid. Each batch leaves with the first token after its due time,
+    and the next one is due an interval after that due time (not after the token), so the UI
+    gets ``1 / interval`` updates a second whatever the model's pace between tokens, as long
+    as it writes at least that many tokens a second. After a pause (a slow token) the grid
+    starts again instead of catching up with a burst of updates."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._due: float | None = None
+
+    def due(self, now: float) -> bool:
+        """Whether a batch should leave at ``now`` (a monotonic time); if so, it is counted."""
+        if self._due is not None and now < self._due:
+            return False
+        if self._due is None or now >= self._due + self.interval:  # first, or after a pause
+            self._due = now + self.interval
+        else:
+            self._due += self.interval
+        return True
+
+
 BranchMarks = dict[str, tuple[int, int]]
 """Message id -> (position, count) among its alternatives, for messages that have some."""
 
