@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual.containers import VerticalScroll
+from textual.widget import Widget
 from textual.widgets import Static
 
 from bastion.app.terminal import visible
@@ -45,6 +48,8 @@ class ThreadView(VerticalScroll):
         super().__init__(id=id)
         self._stream_box: MessageBox | None = None
         self._tail: StreamTail | None = None
+        self.painter: Callable[[Widget], None] | None = None
+        """Given to the answer being written (see :attr:`StreamTail.painter`)."""
         self._held: MessageBox | None = None
         """The last answer, kept at the height it was written in (see :meth:`finish`)."""
 
@@ -99,6 +104,7 @@ class ThreadView(VerticalScroll):
         await self.mount(box)
         self._stream_box = box
         self._tail = box.query_one(StreamTail)
+        self._tail.painter = self.painter
         self._tail.follow_rows = self.scrollable_content_region.height
         self.anchor()
         self.call_after_refresh(self._make_room)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.cells import cell_len
 from rich.markup import escape
 from rich.segment import Segment
@@ -67,6 +69,9 @@ class StreamTail(Widget):
         self._spare = TAIL_SLACK
         self._follow = 0
         self._reserve = 0
+        self.painter: Callable[[Widget], None] | None = None
+        """Sends the rows :meth:`append` changed to the terminal at once (the chat screen's
+        ``paint_now``); without one, Textual's usual refresh."""
         self._style: Style | None = None
         """The text's style in the render under way (computed from every ancestor's
         background: once per render, not once per row)."""
@@ -144,14 +149,23 @@ class StreamTail(Widget):
         if self._resize():
             self.refresh(layout=True)
         elif self._offset != offset:
-            self.refresh()  # following the end: every row shown moved up
+            self._repaint()  # following the end: every row shown moved up
         else:
             # Words added to a paragraph change its last rows only (wrapping is greedy).
             same = 0
             while same < min(len(before), len(after)) and before[same] == after[same]:
                 same += 1
             if changed := max(len(before), len(after)) - same:
-                self.refresh(Region(0, first_row + same - offset, self.size.width, changed))
+                self._repaint(Region(0, first_row + same - offset, self.size.width, changed))
+
+    def _repaint(self, *regions: Region) -> None:
+        """Repaint ``regions`` (the whole widget if none) through :attr:`painter` if there is
+        one, else with Textual's usual refresh."""
+        if self.painter is None:
+            self.refresh(*regions)
+        else:
+            self._set_dirty(*regions)  # what refresh marks for a repaint, without its messages
+            self.painter(self)
 
     def _wrap(self, line: str) -> list[str]:
         if not line:
