@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from textual.app import App, ComposeResult
+from textual.geometry import Region
 from textual.pilot import Pilot
 
 import bastion.tui
@@ -189,3 +190,26 @@ def test_a_pause_in_the_tokens_brings_no_burst_of_updates() -> None:
     after = [t for t in sends if t >= 1.5]
     assert after[0] == 1.5
     assert min(b - a for a, b in itertools.pairwise(after)) >= 0.046 / 2 - 1e-9
+
+
+async def test_the_text_being_written_follows_focus_and_theme() -> None:
+    """The answer's text is drawn in the colours of where it is: they change when its message
+    is focused (another background) and with the theme (its style is kept between renders)."""
+    async with _answering((60, 20)) as (pilot, view, tail):
+        await view.write("hello there")
+        await pilot.pause()
+
+        def drawn() -> Any:
+            strip = tail.render_lines(Region(0, 0, tail.size.width, 1))[0]
+            return next(seg.style for seg in strip if "hello" in seg.text)
+
+        styles = [drawn()]
+        view.query(MessageBox).last().focus()
+        await pilot.pause()
+        styles.append(drawn())
+        app = view.app
+        app.theme = "textual-light" if app.theme != "textual-light" else "nord"
+        await pilot.pause()
+        styles.append(drawn())
+        assert styles[-1] == tail.rich_style
+        assert len({s.bgcolor for s in styles}) == 3  # each change shown

@@ -73,11 +73,12 @@ class StreamTail(Widget):
         """Sends the rows :meth:`append` changed to the terminal at once (the chat screen's
         ``paint_now``); without one, Textual's usual refresh."""
         self._style: Style | None = None
-        """The text's style in the render under way (computed from every ancestor's
-        background: once per render, not once per row)."""
+        """The text's style in the render under way."""
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        self._style = self.rich_style
+        # Textual's visual style: the text's colours over every ancestor's background, kept
+        # until the styles change (``rich_style`` computes it again at every call).
+        self._style = self.visual_style.rich_style
         try:
             return super().render_lines(crop)
         finally:
