@@ -7,7 +7,8 @@
    `bastion ask` (alternating, 7 rounds, or BENCH_ROUNDS): the app's decode speed over the
    CLI's, and the share of a core the UI thread used meanwhile. The worst
    frame gap with the real model (from the first text shown to the last; the turn's start,
-   before the first token, is reported apart) comes from three more app rounds with the
+   before the first token, and its end, the answer rendered as Markdown, are reported
+   apart) comes from three more app rounds with the
    60 Hz frame clock (the clock itself costs a few percent, so it is kept out of the speed
    rounds).
 3. Esc 0.5 s into a ~3,000-token prompt: until the engine is free and the status says
@@ -195,6 +196,7 @@ async def app_decode(
     clock_on: bool,
     start_gaps: list[float] | None = None,
     shares: list[float] | None = None,
+    end_gaps: list[float] | None = None,
 ) -> None:
     """One answer from the real model through the app. With ``clock_on``, a 60 Hz timer
     records the longest time the UI thread could not run it while the model wrote; it wakes
@@ -212,6 +214,8 @@ async def app_decode(
         clock.reset()
         await _send_and_wait(pilot, app, PROMPT, recorder)
         await app.workers.wait_for_complete()
+        if clock_on:
+            await asyncio.sleep(0.5)  # the finished answer rendered as Markdown
         meta = app.session.thread[-1].meta
         rounds_out.append(meta.decode_tokens_per_s)
         gens.append(meta.generated_tokens)
@@ -224,6 +228,8 @@ async def app_decode(
             first, last = recorder.updates[0], recorder.updates[-1]
             gaps.append(clock.worst_between(first, last))
             start_gaps.append(clock.worst_between(end=first))
+            if end_gaps is not None:
+                end_gaps.append(clock.worst_between(last))
 
 
 async def cancel_during_prefill() -> tuple[float, int, int]:
@@ -342,11 +348,17 @@ def main() -> None:
             )
         clocked: list[float] = []
         start_gaps: list[float] = []
+        end_gaps: list[float] = []
         for _ in range(3):
-            asyncio.run(app_decode(clocked, [], [], gaps, clock_on=True, start_gaps=start_gaps))
+            asyncio.run(
+                app_decode(
+                    clocked, [], [], gaps, clock_on=True, start_gaps=start_gaps, end_gaps=end_gaps
+                )
+            )
             _progress(
                 f"frame clock round: worst gap {gaps[-1] * 1000:.0f} ms while writing, "
-                f"{start_gaps[-1] * 1000:.0f} ms at the turn's start"
+                f"{start_gaps[-1] * 1000:.0f} ms at the turn's start, "
+                f"{end_gaps[-1] * 1000:.0f} ms at its end"
             )
         cancels = []
         for _ in range(3):
@@ -365,6 +377,8 @@ def main() -> None:
         "worst_frame_gap_model_ms": round(max(gaps) * 1000, 1),
         "worst_frame_gap_model_ms_per_round": [round(g * 1000, 1) for g in gaps],
         "worst_frame_gap_turn_start_ms": round(max(start_gaps) * 1000, 1),
+        "worst_frame_gap_turn_start_ms_per_round": [round(g * 1000, 1) for g in start_gaps],
+        "worst_frame_gap_turn_end_ms_per_round": [round(g * 1000, 1) for g in end_gaps],
         "cancel_during_prefill_ms": round(med(c[0] for c in cancels), 1),
         "cancel_during_prefill_ms_per_round": [round(c[0], 1) for c in cancels],
         "cancel_prompt_evaluated_of_total": [[c[1], c[2]] for c in cancels],
