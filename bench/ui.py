@@ -96,27 +96,34 @@ async def _unlock(pilot, app) -> None:
 
 
 class Recorder:
-    """A message hook: when answers finish, and when visible updates arrive."""
+    """When answers finish (a message hook), and when visible updates arrive (the chat screen's
+    handing over of streamed text, on the UI thread; :meth:`watch` installs it)."""
 
     def __init__(self) -> None:
         self.event: asyncio.Event | None = None
         self.updates: list[float] = []
         self.cpu: list[float] = []  # the UI thread's CPU time at each update
         self.failure = ""
-        self.seen: list[object] = []
 
     def __call__(self, message: object) -> None:
-        if isinstance(message, ChatScreen.Streamed):
-            if message not in self.seen:  # a message can be dispatched more than once
-                self.seen.append(message)
-                self.updates.append(time.perf_counter())
-                self.cpu.append(time.thread_time())  # the hook runs on the UI thread
-        elif isinstance(message, ChatScreen.GenerationFinished) and self.event is not None:
+        if isinstance(message, ChatScreen.GenerationFinished) and self.event is not None:
             self.event.set()
         elif isinstance(message, ChatScreen.GenerationFailed):
             self.failure = message.reason
             if self.event is not None:
                 self.event.set()
+
+    def watch(self, screen: ChatScreen) -> None:
+        if "_show_streamed" in vars(screen):
+            return  # already watched
+        show = screen._show_streamed
+
+        def shown(text: str, tokens: int, tokens_per_s: float) -> None:
+            show(text, tokens, tokens_per_s)
+            self.updates.append(time.perf_counter())
+            self.cpu.append(time.thread_time())  # on the UI thread
+
+        screen._show_streamed = shown  # type: ignore[method-assign]
 
     def ui_cpu_share(self) -> float:
         """The UI thread's CPU time over the wall time while the answer was written (first
@@ -153,7 +160,7 @@ async def _send_and_wait(pilot, app, text: str, recorder: Recorder) -> float:
     recorder.event = asyncio.Event()
     recorder.updates.clear()
     recorder.cpu.clear()
-    recorder.seen.clear()
+    recorder.watch(screen)
     t0 = time.perf_counter()
     _key(app, "enter")
     await recorder.event.wait()

@@ -16,9 +16,10 @@ from textual.widget import Widget
 
 from bastion.models.engine import TurnStats
 from bastion.tui.app import BastionApp
+from bastion.tui.chat import ChatScreen
 from bastion.tui.compositor import CroppedCompositor
 from bastion.tui.thread import ThreadView
-from bastion.tui.widgets import MessageBox
+from bastion.tui.widgets import MessageBox, StatusBar
 from tests.fakes import FakeEngine
 from tests.test_snapshots import filled_vault  # noqa: F401 - a fixture
 from tests.test_tui import settle, unlock
@@ -184,6 +185,11 @@ async def test_streamed_text_reaches_the_terminal(filled_vault) -> None:  # noqa
                 await pilot.pause(0.02)
             shown = [strip.text for strip in screen._compositor.render_strips()]
             assert terminal.text() == shown
+            # Prompt progress overtaken by the answer's text (it is handed over apart) does
+            # not take the status back to "reading the prompt".
+            screen.post_message(ChatScreen.PromptRead(5, 10))
+            await pilot.pause()
+            assert screen.query_one(StatusBar).state.startswith("writing")
             engine.go.set()
         await settle(pilot, app)
         # The answer's updates went through the screen's own painting, one per pause at least.

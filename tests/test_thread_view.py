@@ -73,7 +73,7 @@ async def test_streaming_repaints_only_the_rows_that_changed() -> None:
     async with _answering((60, 30)) as (pilot, view, tail):
         spy = _Spy(tail)
         for i in range(240):  # one paragraph, a dozen rows at this width
-            await view.write(f"w{i % 10} ")
+            view.write(f"w{i % 10} ")
             await pilot.pause()
             assert tail.content_region.height >= tail.rows  # nothing of the text is cut off
         assert tail.rows >= 10
@@ -87,11 +87,11 @@ async def test_a_long_answer_is_followed_without_laying_out_the_screen() -> None
     laid out again as it grows; when the user scrolls, the whole answer is there to read."""
     async with _answering((60, 20)) as (pilot, view, tail):
         for i in range(40):
-            await view.write(f"Line {i} of the answer.\n")
+            view.write(f"Line {i} of the answer.\n")
             await pilot.pause()
         spy = _Spy(tail)
         for i in range(40, 120):
-            await view.write(f"Line {i} of the answer.\n")
+            view.write(f"Line {i} of the answer.\n")
             await pilot.pause()
         assert spy.layouts == 0
         assert tail.content_region.height <= view.scrollable_content_region.height
@@ -153,7 +153,7 @@ async def test_the_answer_is_written_under_its_question_without_layouts() -> Non
         tail = view.query_one(StreamTail)
         spy = _Spy(tail)
         for i in range(120):  # a paragraph of a few rows, then a few short lines
-            await view.write(f"w{i % 10} " if i < 114 else f"\nline {i}")
+            view.write(f"w{i % 10} " if i < 114 else f"\nline {i}")
             await pilot.pause()
         assert tail.rows >= 10
         assert tail.content_region.height >= tail.rows
@@ -196,7 +196,7 @@ async def test_the_text_being_written_follows_focus_and_theme() -> None:
     """The answer's text is drawn in the colours of where it is: they change when its message
     is focused (another background) and with the theme (its style is kept between renders)."""
     async with _answering((60, 20)) as (pilot, view, tail):
-        await view.write("hello there")
+        view.write("hello there")
         await pilot.pause()
 
         def drawn() -> Any:

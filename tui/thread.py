@@ -124,7 +124,7 @@ class ThreadView(VerticalScroll):
         below = box.region.bottom - tail.region.bottom + self.styles.padding.bottom
         tail.reserve_rows = max(view.height - above - below, 0)
 
-    async def write(self, text: str) -> None:
+    def write(self, text: str) -> None:
         """Show more of the answer. The cost of an update does not grow with the answer or the
         conversation: see :class:`StreamTail`. The answer is shown as plain text until it is
         finished, then rendered as Markdown once (:meth:`finish`)."""
