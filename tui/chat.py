@@ -279,6 +279,10 @@ class ChatScreen(Screen[None]):
         time taken from llama.cpp). Here the screen's compositor renders and sends the marked
         rows at once, with the calls its update timer makes; when a layout is pending, updates
         are batched or the screen is not shown, the usual way is taken.
+
+        Like tui/compositor.py, this uses private parts of the pinned ``textual==8.2.8``;
+        ``tests/test_compositor.py`` checks that a terminal fed the screen's updates shows what
+        the screen holds while an answer streams, so an upgrade that changes them fails there.
         """
         if self._layout_required or self.app._batch_count or not self.is_current:
             widget.refresh()
