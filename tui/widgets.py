@@ -96,8 +96,7 @@ class StreamTail(Widget):
     def follow_rows(self, rows: int) -> None:
         if rows != self._follow:
             self._follow = max(rows, 0)
-            if self._width and self._resize():
-                self.refresh(layout=True)
+            self._refit()
 
     @property
     def reserve_rows(self) -> int:
@@ -110,8 +109,12 @@ class StreamTail(Widget):
     def reserve_rows(self, rows: int) -> None:
         if rows != self._reserve:
             self._reserve = max(rows, 0)
-            if self._width and self._resize():
-                self.refresh(layout=True)
+            self._refit()
+
+    def _refit(self) -> None:
+        """Lay the screen out again if the widget's height changes (once it has a width)."""
+        if self._width and self._resize():
+            self.refresh(layout=True)
 
     @property
     def _offset(self) -> int:
