@@ -39,12 +39,18 @@ class _ViewApp(App[None]):
 
 
 @asynccontextmanager
-async def _answering(size: tuple[int, int]) -> AsyncIterator[tuple[Pilot, ThreadView, StreamTail]]:
-    """A thread view of ``size`` with an answer begun: the pilot, the view, the answer's tail."""
+async def _answering(
+    size: tuple[int, int], thread: list[Message] | None = None
+) -> AsyncIterator[tuple[Pilot, ThreadView, StreamTail]]:
+    """A thread view of ``size`` showing ``thread`` with an answer begun (and given its room):
+    the pilot, the view, the answer's tail."""
     app = _ViewApp()
     async with app.run_test(size=size) as pilot:
         view = app.query_one(ThreadView)
+        if thread:
+            await view.show(thread, {})
         await view.begin_answer([])
+        await pilot.pause()
         await pilot.pause()
         yield pilot, view, view.query_one(StreamTail)
 
@@ -140,17 +146,10 @@ async def test_the_answer_is_written_under_its_question_without_layouts() -> Non
         for i in range(6)
     ]
     question = _message(6, "user", "And the question, " + "asked at some length " * 4)
-    app = _ViewApp()
-    async with app.run_test(size=(60, 30)) as pilot:
-        view = app.query_one(ThreadView)
-        await view.show([*history, question], {})
-        await view.begin_answer([])
-        await pilot.pause()
-        await pilot.pause()
+    async with _answering((60, 30), [*history, question]) as (pilot, view, tail):
         asked = list(view.query(MessageBox))[-2]
         top = view.scrollable_content_region.y
         assert asked.region.y == top  # the question at the top of the view
-        tail = view.query_one(StreamTail)
         spy = _Spy(tail)
         for i in range(120):  # a paragraph of a few rows, then a few short lines
             view.write(f"w{i % 10} " if i < 114 else f"\nline {i}")
