@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from bastion.models import memory
+from bastion.models import compute, memory
 from bastion.models.gguf import GGUFError, read_header
 from bastion.models.settings import LoadSettings, SamplingSettings
 from bastion.models.templates import (
@@ -373,16 +373,18 @@ class Engine:
                 n_ctx = fitted
         self.memory_estimate = memory.estimate(self.shape, n_ctx, s.n_batch)
         try:
-            self.llama = llama_cpp.Llama(
-                model_path=str(self.path),
-                n_ctx=n_ctx,
-                n_threads=s.n_threads,
-                n_threads_batch=s.n_threads,
-                n_batch=s.n_batch,
-                n_ubatch=s.n_batch,
-                flash_attn=s.flash_attn,
-                n_gpu_layers=s.n_gpu_layers,
-                verbose=False,
+            self.llama = compute.run(
+                lambda: llama_cpp.Llama(
+                    model_path=str(self.path),
+                    n_ctx=n_ctx,
+                    n_threads=s.n_threads,
+                    n_threads_batch=s.n_threads,
+                    n_batch=s.n_batch,
+                    n_ubatch=s.n_batch,
+                    flash_attn=s.flash_attn,
+                    n_gpu_layers=s.n_gpu_layers,
+                    verbose=False,
+                )
             )
         except Exception as exc:  # llama-cpp-python raises ValueError, jinja2 errors, ...
             raise EngineError(f"cannot load model {name}: {_one_line(exc)}") from exc
@@ -684,6 +686,19 @@ class Engine:
         stats: TurnStats,
         progress: PrefillProgress | None = None,
     ) -> Iterator[str]:
+        """The answer's text pieces, computed on the compute thread (see
+        :mod:`bastion.models.compute`)."""
+        return compute.iterate(self._run_here(tokens, sampling, cancel, stop, stats, progress))
+
+    def _run_here(
+        self,
+        tokens: list[int],
+        sampling: SamplingSettings,
+        cancel: threading.Event | None,
+        stop: Sequence[str],
+        stats: TurnStats,
+        progress: PrefillProgress | None = None,
+    ) -> Iterator[str]:
         with self._lock:
             llama = self.llama
             start = time.perf_counter()
@@ -825,7 +840,9 @@ class Engine:
 
         Returns the prefix length in tokens and the seconds spent (0 when already kept).
         """
-        tokens = tuple(self.fixed_prefix(messages))
+        return compute.run(self._remember_prefix, tuple(self.fixed_prefix(messages)))
+
+    def _remember_prefix(self, tokens: tuple[int, ...]) -> tuple[int, float]:
         with self._lock:
             if tokens in self._prefixes:
                 self._prefixes.move_to_end(tokens)
@@ -951,7 +968,12 @@ class Engine:
         prompt starts with the same tokens evaluates only the rest. Skipped when ``cancel`` is
         set or another generation holds the engine. Returns the tokens evaluated."""
         tokens = self.prompt_tokens(messages)
-        if len(tokens) >= self.n_ctx // 2 or not self._lock.acquire(blocking=False):
+        if len(tokens) >= self.n_ctx // 2 or self._lock.locked():
+            return 0
+        return compute.run(self._prefill, tokens, cancel)
+
+    def _prefill(self, tokens: list[int], cancel: threading.Event | None) -> int:
+        if not self._lock.acquire(blocking=False):
             return 0
         try:
             if cancel is not None and cancel.is_set():
@@ -973,13 +995,16 @@ class Engine:
         log-probability of the option's tokens right after the assistant turn starts (divide
         by the option's length to compare options of different lengths). Used to score
         multiple-choice questions without sampling."""
-        import numpy as np
-
         prompt = self.prompt_tokens(messages)
         if len(prompt) + 64 >= self.n_ctx:
             raise ContextOverflowError(
                 f"the question needs {len(prompt)} tokens, but the context holds {self.n_ctx}"
             )
+        return compute.run(self._option_logprobs, prompt, options)
+
+    def _option_logprobs(self, prompt: list[int], options: Sequence[str]) -> list[float]:
+        import numpy as np
+
         with self._lock:
             llama = self.llama
             cached = self._reusable(prompt)  # at most len(prompt) - 1
