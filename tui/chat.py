@@ -29,6 +29,7 @@ from textual.widgets import Footer
 from bastion.app import offline
 from bastion.app.pack_library import InstalledPack
 from bastion.app.session import ChatSession, PendingTurn
+from bastion.models import compute
 from bastion.models.discovery import ModelInfo
 from bastion.models.engine import TurnStats
 from bastion.storage.schema import Conversation, Message, SearchHit, SourceRef
@@ -494,6 +495,12 @@ class ChatScreen(Screen[None]):
 
     @work(thread=True, group="generate", exclusive=True, exit_on_error=False)
     def generate(self, turn: PendingTurn) -> None:
+        # On the thread that runs llama.cpp, so that the answer is computed inline instead of
+        # handed over token by token (see bastion.models.compute); this worker waits.
+        compute.run(self._write_answer, turn)
+
+    def _write_answer(self, turn: PendingTurn) -> None:
+        """(Compute thread) Generate the answer, handing its text to the UI as it comes."""
         shown = 0.0
 
         def progress(done: int, total: int) -> None:

@@ -22,7 +22,7 @@ from bastion.app.cli.common import (
 from bastion.app.documents import library
 from bastion.app.packs import Pack
 from bastion.app.session import ChatSession, PackContextError
-from bastion.models import memory
+from bastion.models import compute, memory
 from bastion.models.discovery import HashCache, ModelInfo, ModelSource, describe, split_parts
 from bastion.models.engine import TurnStats
 from bastion.models.gguf import GGUFError, open_regular, read_header
@@ -279,9 +279,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
             gen = session.generate(pending)
         except PackContextError as exc:
             raise UsageError(f"bastion ask: {exc}") from None
-        pieces = []
+        pieces: list[str] = []
         shown = False
-        try:
+
+        def write() -> None:
+            nonlocal shown
             for piece in gen:
                 if not shown and args.show_reasoning and gen.stats.reasoning:
                     print(f"[reasoning] {printable(gen.stats.reasoning, keep_newlines=True)}\n")
@@ -289,6 +291,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 pieces.append(piece)
                 sys.stdout.write(printable(piece, keep_newlines=True))
                 sys.stdout.flush()
+
+        try:
+            # Printed from the thread that runs llama.cpp: the answer is computed inline, not
+            # handed over token by token (bastion.models.compute). Ctrl-C sets the cancel
+            # event and waits for the generation to stop.
+            compute.run(write, cancel=pending.cancel)
         except KeyboardInterrupt:
             pending.cancel.set()
         sys.stdout.write("\n")
