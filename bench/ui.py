@@ -1,18 +1,19 @@
-"""Is the UI ever the bottleneck? Two measurements in one run, headless.
+"""Is the UI ever the bottleneck? Measured headless, each app in a process of its own (as
+the user's is; the CLI is one too), in one run:
 
 1. A fake engine yields 5,000 tokens as fast as it can into the chat view: how many tokens
    per second the UI absorbs (until the last one is on screen), and the worst gap between
    two ticks of the UI's event loop (a stalled frame).
 2. The real embedded model writes the same 300-token answer through the app and through
    `bastion ask` (alternating, 11 pairs, or BENCH_ROUNDS): the app's decode speed over the
-   CLI's, and the share of a core the UI thread used meanwhile. The worst
-   frame gap with the real model (from the first text shown to the last; the turn's start,
-   before the first token, and its end, the answer rendered as Markdown, are reported
-   apart) comes from three more app rounds with the
-   60 Hz frame clock (the clock itself costs a few percent, so it is kept out of the speed
-   rounds).
-3. Esc 0.5 s into a ~3,000-token prompt: until the engine is free and the status says
-   stopped.
+   CLI's, and the share of a core the UI thread used meanwhile.
+3. The worst frame gap with the real model, from one more app with a 60 Hz frame clock
+   writing three answers in one conversation (the clock itself costs a few percent, so it is
+   kept out of the speed rounds): while the model writes (from the first text shown to the
+   last), and apart, at each turn's start (before the first token) and end (the answer
+   rendered as Markdown).
+4. Esc 0.5 s into a ~3,000-token prompt: until the engine is free and the status says
+   stopped (three apps).
 Prints a table, then, as the last line, one JSON object.
 
     .venv/bin/python bench/ui.py
@@ -32,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from textual import events
 
@@ -59,10 +61,13 @@ FakeEngine = _fake_engine()
 
 PW = "bench passphrase"
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm."
+GO_ON = "Go on with the story: what happens the next morning?"
 TOKENS = 300
 # Pairs of rounds: on this shared two-core machine one pair's ratio varies by +-10% even with
 # a UI that draws nothing while the model writes, so a median needs about a dozen pairs.
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "11"))
+# The frame clock's answers: one conversation, each turn's prompt longer than the last.
+CLOCKED_TURNS = 3
 
 
 class FrameClock:
@@ -173,7 +178,7 @@ async def _send_and_wait(pilot, app, text: str, recorder: Recorder) -> float:
     return time.perf_counter() - t0
 
 
-async def ui_absorb(data: Path, n_tokens: int) -> tuple[float, float]:
+async def ui_absorb(n_tokens: int) -> tuple[float, float]:
     app = BastionApp()
     clock = FrameClock()
     recorder = Recorder()
@@ -196,49 +201,44 @@ async def _new_plain_conversation(pilot) -> None:
     await pilot.pause(0.2)
 
 
-async def app_decode(
-    rounds_out: list[float],
-    gens: list[int],
-    rates: list[float],
-    gaps: list[float],
-    *,
-    clock_on: bool,
-    start_gaps: list[float] | None = None,
-    shares: list[float] | None = None,
-    end_gaps: list[float] | None = None,
-) -> None:
-    """One answer from the real model through the app. With ``clock_on``, a 60 Hz timer
-    records the longest time the UI thread could not run it while the model wrote; it wakes
-    the event loop 60 times a second, which costs the app a few percent of decode speed, so
-    the speed ratio is measured in rounds without it."""
+async def app_decode(*, clock_on: bool, turns: int = 1) -> list[dict[str, float]]:
+    """Answers from the real model through the app, ``turns`` of them in one conversation
+    (the first to PROMPT, then "go on"). With ``clock_on``, a 60 Hz timer records the
+    longest times the UI thread could not run it: while the model wrote (from the first text
+    shown to the last), at the turn's start (the question and the answer box mounted, the
+    prompt read) and at its end (the answer rendered as Markdown). The clock wakes the event
+    loop 60 times a second, which costs the app a few percent of decode speed, so the speed
+    ratio is measured in rounds without it."""
     app = BastionApp()
     clock = FrameClock()
     recorder = Recorder()
-    start_gaps = start_gaps if start_gaps is not None else []
+    out: list[dict[str, float]] = []
     async with app.run_test(size=(120, 40), message_hook=recorder) as pilot:
         await _unlock(pilot, app)
         await _new_plain_conversation(pilot)
         if clock_on:
             app.set_interval(1 / 60, clock.tick)
-        clock.reset()
-        await _send_and_wait(pilot, app, PROMPT, recorder)
-        await app.workers.wait_for_complete()
-        if clock_on:
-            await asyncio.sleep(0.5)  # the finished answer rendered as Markdown
-        meta = app.session.thread[-1].meta
-        rounds_out.append(meta.decode_tokens_per_s)
-        gens.append(meta.generated_tokens)
-        rates.append(recorder.updates_per_s())
-        if shares is not None:
-            shares.append(recorder.ui_cpu_share())
-        if clock_on:
-            # While the model writes: from the first text shown to the last. The turn's start
-            # (the question and the answer box mounted, the prompt read) is reported apart.
-            first, last = recorder.updates[0], recorder.updates[-1]
-            gaps.append(clock.worst_between(first, last))
-            start_gaps.append(clock.worst_between(end=first))
-            if end_gaps is not None:
-                end_gaps.append(clock.worst_between(last))
+        for turn in range(turns):
+            clock.reset()
+            await _send_and_wait(pilot, app, PROMPT if turn == 0 else GO_ON, recorder)
+            await app.workers.wait_for_complete()
+            if clock_on:
+                await asyncio.sleep(0.5)  # the finished answer rendered as Markdown
+            meta = app.session.thread[-1].meta
+            row = {
+                "decode_tokens_per_s": meta.decode_tokens_per_s,
+                "generated": meta.generated_tokens,
+                "prompt_tokens": meta.prompt_tokens,
+                "updates_per_s": recorder.updates_per_s(),
+                "ui_cpu_share": recorder.ui_cpu_share(),
+            }
+            if clock_on:
+                first, last = recorder.updates[0], recorder.updates[-1]
+                row["gap_writing_s"] = clock.worst_between(first, last)
+                row["gap_start_s"] = clock.worst_between(end=first)
+                row["gap_end_s"] = clock.worst_between(last)
+            out.append(row)
+    return out
 
 
 async def cancel_during_prefill() -> tuple[float, int, int]:
@@ -320,12 +320,42 @@ def cli_decode(env: dict[str, str]) -> tuple[float, int]:
     return float(m.group(2)), int(m.group(1))
 
 
+def _child(mode: str) -> None:
+    """One measurement in this process (a fresh one, as the user's app is): JSON on stdout."""
+    if mode == "absorb":
+        absorbed, worst = asyncio.run(ui_absorb(5000))
+        result: object = {"tokens_per_s": absorbed, "worst_gap_s": worst}
+    elif mode == "app":
+        result = asyncio.run(app_decode(clock_on=False))[0]
+    elif mode == "clock":
+        result = asyncio.run(app_decode(clock_on=True, turns=CLOCKED_TURNS))
+    elif mode == "cancel":
+        ms, evaluated, total = asyncio.run(cancel_during_prefill())
+        result = {"ms": ms, "evaluated": evaluated, "total": total}
+    else:
+        raise SystemExit(f"bench: unknown child {mode!r}")
+    print(json.dumps(result))
+
+
+def _run_child(mode: str, env: dict[str, str]) -> Any:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: the {mode} round failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["BASTION_DATA_DIR"] = str(Path(tmp) / "data")
-        os.environ["BASTION_CACHE_DIR"] = str(Path(tmp) / "cache")
-        folder = Path(tmp) / "data" / "vault"
-        with Vault.create(folder, PW, KdfParams(8 * 1024, 1)) as v:
+        env = dict(os.environ)
+        env["BASTION_DATA_DIR"] = str(Path(tmp) / "data")
+        env["BASTION_CACHE_DIR"] = str(Path(tmp) / "cache")
+        with Vault.create(Path(tmp) / "data" / "vault", PW, KdfParams(8 * 1024, 1)) as v:
             v.store.set_setting(
                 "app",
                 {
@@ -333,70 +363,67 @@ def main() -> None:
                     "sampling": {"temperature": 0, "max_tokens": TOKENS, "seed": 1},
                 },
             )
-        absorbed, worst_fake = asyncio.run(ui_absorb(folder, 5000))
+        fake = _run_child("absorb", env)
+        absorbed, worst_fake = fake["tokens_per_s"], fake["worst_gap_s"]
         _progress(f"fake engine: {absorbed:.0f} tok/s absorbed")
-        app_rates: list[float] = []
-        app_gens: list[int] = []
-        update_rates: list[float] = []
-        shares: list[float] = []
-        gaps: list[float] = []
+        apps: list[dict[str, float]] = []
         cli_rates: list[float] = []
         cli_gens: list[int] = []
-        env = dict(os.environ)
         for i in range(ROUNDS):  # alternate which goes first in each pair
             pair = [
-                lambda: asyncio.run(
-                    app_decode(app_rates, app_gens, update_rates, [], clock_on=False, shares=shares)
-                ),
+                lambda: apps.append(_run_child("app", env)),
                 lambda: cli_gens.append(_cli(env, cli_rates)),
             ]
             for run in pair if i % 2 == 0 else reversed(pair):
                 run()
             _progress(
-                f"round {i + 1}/{ROUNDS}: app {app_rates[-1]:.1f}, cli {cli_rates[-1]:.1f} tok/s"
+                f"round {i + 1}/{ROUNDS}: app {apps[-1]['decode_tokens_per_s']:.1f}, "
+                f"cli {cli_rates[-1]:.1f} tok/s"
             )
-        clocked: list[float] = []
-        start_gaps: list[float] = []
-        end_gaps: list[float] = []
-        for _ in range(3):
-            asyncio.run(
-                app_decode(
-                    clocked, [], [], gaps, clock_on=True, start_gaps=start_gaps, end_gaps=end_gaps
-                )
-            )
+        clocked: list[dict[str, float]] = _run_child("clock", env)
+        for row in clocked:
             _progress(
-                f"frame clock round: worst gap {gaps[-1] * 1000:.0f} ms while writing, "
-                f"{start_gaps[-1] * 1000:.0f} ms at the turn's start, "
-                f"{end_gaps[-1] * 1000:.0f} ms at its end"
+                f"frame clock, turn with a {row['prompt_tokens']:.0f}-token prompt: worst gap "
+                f"{row['gap_writing_s'] * 1000:.0f} ms while writing, "
+                f"{row['gap_start_s'] * 1000:.0f} ms at the turn's start, "
+                f"{row['gap_end_s'] * 1000:.0f} ms at its end"
             )
         cancels = []
         for _ in range(3):
-            cancels.append(asyncio.run(cancel_during_prefill()))
-            _progress(f"cancel during prefill: {cancels[-1][0]:.0f} ms")
+            cancels.append(_run_child("cancel", env))
+            _progress(f"cancel during prefill: {cancels[-1]['ms']:.0f} ms")
     med = statistics.median
     model_rate = med(cli_rates)
+    app_rates = [a["decode_tokens_per_s"] for a in apps]
     pairs = [a / c for a, c in zip(app_rates, cli_rates, strict=True)]
+    gaps = [r["gap_writing_s"] for r in clocked]
+    start_gaps = [r["gap_start_s"] for r in clocked]
+    end_gaps = [r["gap_end_s"] for r in clocked]
     result = {
         "ui_tokens_per_s": round(absorbed, 1),
         "model_tokens_per_s": round(model_rate, 1),
         "ui_speedup_over_model": round(absorbed / model_rate, 1),
-        "ui_updates_per_s": round(med(update_rates), 1),
-        "ui_thread_cpu_share_while_writing": round(med(shares), 3),
+        "ui_updates_per_s": round(med(a["updates_per_s"] for a in apps), 1),
+        "ui_thread_cpu_share_while_writing": round(med(a["ui_cpu_share"] for a in apps), 3),
         "worst_frame_gap_fake_ms": round(worst_fake * 1000, 1),
         "worst_frame_gap_model_ms": round(max(gaps) * 1000, 1),
         "worst_frame_gap_model_ms_per_round": [round(g * 1000, 1) for g in gaps],
+        "frame_clock_prompt_tokens_per_round": [int(r["prompt_tokens"]) for r in clocked],
         "worst_frame_gap_turn_start_ms": round(max(start_gaps) * 1000, 1),
         "worst_frame_gap_turn_start_ms_per_round": [round(g * 1000, 1) for g in start_gaps],
+        "worst_frame_gap_turn_end_ms": round(max(end_gaps) * 1000, 1),
         "worst_frame_gap_turn_end_ms_per_round": [round(g * 1000, 1) for g in end_gaps],
-        "cancel_during_prefill_ms": round(med(c[0] for c in cancels), 1),
-        "cancel_during_prefill_ms_per_round": [round(c[0], 1) for c in cancels],
-        "cancel_prompt_evaluated_of_total": [[c[1], c[2]] for c in cancels],
+        "cancel_during_prefill_ms": round(med(c["ms"] for c in cancels), 1),
+        "cancel_during_prefill_ms_per_round": [round(c["ms"], 1) for c in cancels],
+        "cancel_prompt_evaluated_of_total": [[c["evaluated"], c["total"]] for c in cancels],
         "app_tokens_per_s": round(med(app_rates), 1),
         "cli_tokens_per_s": round(model_rate, 1),
         "app_over_cli_ratio": round(med(pairs), 3),
         "app_over_cli_per_pair": [round(p, 3) for p in pairs],
-        "app_tokens_per_s_with_frame_clock": round(med(clocked), 1),
-        "app_generated": app_gens,
+        "app_tokens_per_s_with_frame_clock": round(
+            med(r["decode_tokens_per_s"] for r in clocked), 1
+        ),
+        "app_generated": [int(a["generated"]) for a in apps],
         "cli_generated": cli_gens,
     }
     print(
@@ -434,4 +461,7 @@ def _cli(env: dict[str, str], rates: list[float]) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:
+        _child(sys.argv[2])
+    else:
+        main()
