@@ -29,6 +29,7 @@ from pathlib import Path
 from bastion.app.documents import library, sandbox
 from bastion.app.documents.chunking import chunk_pages, page_texts
 from bastion.app.session import ChatSession
+from bastion.models import compute
 from bastion.models.discovery import embedded_model_path
 from bastion.models.engine import Engine
 from bastion.storage.crypto import KdfParams
@@ -200,4 +201,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # All of it on the thread that runs llama.cpp (bastion.models.compute): answers are
+    # then computed inline, as in the app, not handed over token by token.
+    compute.run(main)

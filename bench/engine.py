@@ -22,6 +22,7 @@ import time
 
 import llama_cpp
 
+from bastion.models import compute
 from bastion.models.discovery import embedded_model_path
 from bastion.models.engine import ChatMessage, Engine
 from bastion.models.settings import LoadSettings, SamplingSettings
@@ -217,4 +218,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # All of it on the thread that runs llama.cpp (bastion.models.compute): answers are
+    # then computed inline, as in the app, not handed over token by token.
+    compute.run(main)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from bastion.app import pack_library, packs, turn
+from bastion.models import compute
 from bastion.models.discovery import embedded_model_path
 from bastion.models.engine import ChatMessage, Engine
 from bastion.models.settings import SamplingSettings
@@ -243,4 +244,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # All of it on the thread that runs llama.cpp (bastion.models.compute): answers are
+    # then computed inline, as in the app, not handed over token by token.
+    compute.run(main)
