@@ -6,9 +6,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from textual.content import Content
+from textual.widgets import OptionList
+
 from bastion.storage.vault import Vault
 from bastion.tui.app import BastionApp
-from bastion.tui.conversations import ConversationItem
+from bastion.tui.conversations import ConversationList
 from tests.conftest import TUI_PW as PW
 from tests.test_tui import SIZE, settle, unlock
 
@@ -44,8 +47,8 @@ async def test_sidebar_marks_imported_and_shows_hostile_titles(
     app = BastionApp()
     async with app.run_test(size=SIZE) as pilot:
         await unlock(pilot, app)
-        items = list(app.screen.query(ConversationItem))
-        shown = [str(item.query_one("Static").render()) for item in items]
+        options = app.screen.query_one(ConversationList).query_one(OptionList)
+        shown = [Content.from_markup(str(o.prompt)).plain for o in options.options]
         text = next(s for s in shown if "Q" in s)
         assert "(imported)" in text
         assert "[@click=app.quit]Q[/]" in text  # the markup is shown, not applied
