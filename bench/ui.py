@@ -14,6 +14,7 @@ the user's is; the CLI is one too), in one run:
    rendered as Markdown).
 4. Esc 0.5 s into a ~3,000-token prompt: until the engine is free and the status says
    stopped (three apps).
+The vault holds 150 saved conversations (the sidebar lists them), as after months of use.
 Prints a table, then, as the last line, one JSON object.
 
     .venv/bin/python bench/ui.py
@@ -68,6 +69,8 @@ TOKENS = 300
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "11"))
 # The frame clock's answers: one conversation, each turn's prompt longer than the last.
 CLOCKED_TURNS = 3
+# Conversations already in the vault, listed in the sidebar.
+SAVED_CONVERSATIONS = 150
 
 
 class FrameClock:
@@ -363,6 +366,10 @@ def main() -> None:
                     "sampling": {"temperature": 0, "max_tokens": TOKENS, "seed": 1},
                 },
             )
+            for i in range(SAVED_CONVERSATIONS):  # a vault after months of use
+                conv = v.store.create_conversation(f"Saved conversation {i}: notes on case {i}")
+                question = v.store.add_message(conv.id, "user", "A question.", parent_id=None)
+                v.store.add_message(conv.id, "assistant", "An answer.", parent_id=question.id)
         fake = _run_child("absorb", env)
         absorbed, worst_fake = fake["tokens_per_s"], fake["worst_gap_s"]
         _progress(f"fake engine: {absorbed:.0f} tok/s absorbed")
@@ -423,6 +430,7 @@ def main() -> None:
         "app_tokens_per_s_with_frame_clock": round(
             med(r["decode_tokens_per_s"] for r in clocked), 1
         ),
+        "saved_conversations": SAVED_CONVERSATIONS,
         "app_generated": [int(a["generated"]) for a in apps],
         "cli_generated": cli_gens,
     }
