@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from bastion.app import paths
+from bastion.models import compute
 from bastion.models.discovery import HashCache, ModelInfo, NoModelError, choose, discover
 from bastion.models.engine import Engine
 from bastion.models.settings import LoadSettings
@@ -64,8 +65,16 @@ def forget_kv_state() -> None:
 
 
 def load_engine(info: ModelInfo, load: LoadSettings | None = None) -> Engine:
-    """The engine for ``info``, loaded once per process and load settings (blocking)."""
-    load = load or LoadSettings()
+    """The engine for ``info``, loaded once per process and load settings (blocking).
+
+    Looked up and loaded on the compute thread (``bastion.models.compute``), where the model
+    is loaded anyway: a thread holding the engines' lock while it waited for the compute
+    thread would deadlock with an answer there that needs the engine (a question sent while
+    the model loads)."""
+    return compute.run(_load_engine, info, load or LoadSettings())
+
+
+def _load_engine(info: ModelInfo, load: LoadSettings) -> Engine:
     key = (info.path.resolve(), load.model_dump_json())
     with _engines_lock:
         engine = _engines.get(key)

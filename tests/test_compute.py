@@ -17,7 +17,7 @@ import pytest
 
 from bastion.models import compute
 from bastion.models.engine import ChatMessage, Engine
-from bastion.models.settings import SamplingSettings
+from bastion.models.settings import LoadSettings, SamplingSettings
 from tests.conftest import bastion_cmd, cli_env
 
 GREEDY = SamplingSettings(temperature=0.0, max_tokens=8, seed=7)
@@ -161,3 +161,50 @@ def test_ctrl_c_in_ask_stops_the_answer(tmp_path: Path) -> None:
     assert m, err.decode()
     assert 0 < int(m.group(1)) < 2000 and "stop: cancelled" in err.decode()
     assert len(text) > 40
+
+
+def test_a_question_sent_while_the_model_loads_does_not_deadlock(model_path: Path) -> None:
+    """The load worker looks the engine up while an answer on the compute thread needs it
+    too (a question sent while the model loads): both get the one engine. Before, the worker
+    held the engines' lock while it waited for the compute thread, which waited for the lock."""
+    from bastion.app import model_choice
+    from bastion.models.discovery import ModelSource, describe
+
+    info = describe(model_path, ModelSource.EXPLICIT)
+    load = LoadSettings(n_ctx=512)  # not the engine other tests share
+    engines: list[Engine] = []
+
+    def answer() -> None:
+        time.sleep(0.5)  # the load worker starts meanwhile
+        engines.append(model_choice.load_engine(info, load))
+
+    answering = threading.Thread(target=compute.run, args=(answer,), daemon=True)
+    answering.start()
+    loading = threading.Thread(
+        target=lambda: engines.append(model_choice.load_engine(info, load)), daemon=True
+    )
+    loading.start()
+    answering.join(60)
+    loading.join(60)
+    assert not answering.is_alive() and not loading.is_alive(), "deadlock"
+    assert len(engines) == 2 and engines[0] is engines[1]
+    model_choice.close_engines()
+
+
+def test_a_prefill_that_waited_for_an_answer_is_skipped(engine: Engine) -> None:
+    """A draft's prefill asked for while a turn was being prepared on the compute thread
+    (before the answer took the engine) is not evaluated after the answer: it is stale."""
+    engine.clear_cache()
+    started = threading.Event()
+
+    def turn() -> None:
+        started.set()
+        time.sleep(0.5)  # e.g. a pack's prefix restored before the answer starts
+        engine.chat([user("Name a colour.")], GREEDY).text()
+
+    answering = threading.Thread(target=compute.run, args=(turn,))
+    answering.start()
+    started.wait()
+    assert engine.prefill([user("Name a river and a lake and a mountain.")]) == 0
+    answering.join()
+    assert engine.prefill([user("Name a river and a lake and a mountain.")]) > 0  # idle: kept
