@@ -427,6 +427,9 @@ class Engine:
         self._prefixes: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         # KV states of recent conversations, saved when another prompt evicts them.
         self._recent: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self._answers = 0
+        """Answers started (:meth:`chat`, :meth:`complete`): a prefill asked for before the
+        last one started is skipped."""
         self._abort: threading.Event | None = None
         self._abort_cb = llama_cpp.ggml_abort_callback(self._abort_requested)
         self._no_abort_cb = llama_cpp.ggml_abort_callback()  # a NULL function pointer
@@ -631,6 +634,7 @@ class Engine:
         sampling = sampling or SamplingSettings()
         if not messages:
             raise EngineError("nothing to answer: no messages")
+        self._answers += 1
         reserve = min(sampling.max_tokens, self.n_ctx // 2)
         with self._lock:
             kept, dropped, tokens = self.fit(messages, reserve)
@@ -669,6 +673,7 @@ class Engine:
     ) -> Generation:
         """Continue raw text (no chat template); for benchmarks and scoring."""
         sampling = sampling or SamplingSettings()
+        self._answers += 1
         tokens = list(self.llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False))
         if len(tokens) >= self.n_ctx:
             raise ContextOverflowError(
@@ -970,9 +975,11 @@ class Engine:
         tokens = self.prompt_tokens(messages)
         if len(tokens) >= self.n_ctx // 2 or self._lock.locked():
             return 0
-        return compute.run(self._prefill, tokens, cancel)
+        return compute.run(self._prefill, tokens, cancel, self._answers)
 
-    def _prefill(self, tokens: list[int], cancel: threading.Event | None) -> int:
+    def _prefill(self, tokens: list[int], cancel: threading.Event | None, answers: int) -> int:
+        if answers != self._answers:
+            return 0  # an answer started while this waited for the compute thread: too late
         if not self._lock.acquire(blocking=False):
             return 0
         try:
