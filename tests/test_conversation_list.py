@@ -98,3 +98,8 @@ async def test_added_removed_moved_renamed_incognito_and_chosen() -> None:
         await side.show([a], a, incognito=False)
         await pilot.pause()
         assert plain(options) == ["About a"] and options.highlighted == 0
+
+        # A new conversation, not saved yet: nothing in the list is highlighted.
+        await side.show([a], None, incognito=False)
+        await pilot.pause()
+        assert options.highlighted is None

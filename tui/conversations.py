@@ -67,12 +67,15 @@ class ConversationList(Vertical):
         if lines != self._shown:
             options.set_options(Option(text, id=oid) for oid, text in lines)
             self._shown = lines
+        ids = [oid for oid, _ in lines]
+        highlight = None
         if current is not None:
-            for i, (oid, _) in enumerate(lines):
-                if oid in (current.id, INCOGNITO + current.id):
-                    if options.highlighted != i:
-                        options.highlighted = i
+            for oid in (INCOGNITO + current.id, current.id):
+                if oid in ids:
+                    highlight = ids.index(oid)
                     break
+        if options.highlighted != highlight:
+            options.highlighted = highlight
 
     @property
     def lines(self) -> list[str]:
