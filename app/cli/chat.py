@@ -275,15 +275,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
         for notice in pending.notices:
             if notice.action == "caution":
                 print(f"[caution] {printable(notice.message, keep_newlines=True)}\n")
-        try:
-            gen = session.generate(pending)
-        except PackContextError as exc:
-            raise UsageError(f"bastion ask: {exc}") from None
         pieces: list[str] = []
         shown = False
 
         def write() -> None:
             nonlocal shown
+            gen = session.generate(pending)  # a whole document is read here, part by part
             for piece in gen:
                 if not shown and args.show_reasoning and gen.stats.reasoning:
                     print(f"[reasoning] {printable(gen.stats.reasoning, keep_newlines=True)}\n")
@@ -297,8 +294,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
             # handed over token by token (bastion.models.compute). Ctrl-C sets the cancel
             # event and waits for the generation to stop.
             compute.run(write, cancel=pending.cancel)
+        except PackContextError as exc:
+            raise UsageError(f"bastion ask: {exc}") from None
         except KeyboardInterrupt:
             pending.cancel.set()
+        gen = pending.generation
+        if gen is None:  # interrupted before the answer could start
+            print("bastion: interrupted", file=sys.stderr)
+            return 130
         sys.stdout.write("\n")
         if args.show_reasoning and gen.stats.reasoning and not shown:
             print(f"[reasoning] {printable(gen.stats.reasoning, keep_newlines=True)}")
