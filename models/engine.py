@@ -646,7 +646,9 @@ class Engine:
         )
         gen = Generation(iter(()), stats)
         inside = self.opens_reasoning(kept)
-        run = self._run(tokens, sampling, cancel, (*stop, *self.template.stop), stats, progress)
+        run = compute.iterate(
+            self._run(tokens, sampling, cancel, (*stop, *self.template.stop), stats, progress)
+        )
         gen._pieces = self._answer_only(run, stats, inside)
         return gen
 
@@ -680,7 +682,7 @@ class Engine:
                 f"the prompt needs {len(tokens)} tokens, but the context holds {self.n_ctx}"
             )
         stats = TurnStats(prompt_tokens=len(tokens), context_size=self.n_ctx)
-        return Generation(self._run(tokens, sampling, cancel, (), stats), stats)
+        return Generation(compute.iterate(self._run(tokens, sampling, cancel, (), stats)), stats)
 
     def _run(
         self,
@@ -691,19 +693,8 @@ class Engine:
         stats: TurnStats,
         progress: PrefillProgress | None = None,
     ) -> Iterator[str]:
-        """The answer's text pieces, computed on the compute thread (see
-        :mod:`bastion.models.compute`)."""
-        return compute.iterate(self._run_here(tokens, sampling, cancel, stop, stats, progress))
-
-    def _run_here(
-        self,
-        tokens: list[int],
-        sampling: SamplingSettings,
-        cancel: threading.Event | None,
-        stop: Sequence[str],
-        stats: TurnStats,
-        progress: PrefillProgress | None = None,
-    ) -> Iterator[str]:
+        """The answer's text pieces. Iterate it on the compute thread (callers wrap it in
+        :func:`bastion.models.compute.iterate`)."""
         with self._lock:
             llama = self.llama
             start = time.perf_counter()
